@@ -1,0 +1,60 @@
+// PolarQuant block layouts: one header for C, C++, Metal and CUDA.
+//
+// Every polar type stores 64 values per ggml block (PQ_BLOCK), so a head of 64 is one whole block.
+// Blocks are byte arrays only: sizes are odd (31, 37, ...), so nothing may need alignment, and backends read the
+// radius bytes one at a time. Codes are an LSB-first bit stream: level 1 (angles of value pairs) for the whole
+// block first, then level 2, and so on; node j of level l sits at bit code_offset[l] + j * bits[l].
+#pragma once
+
+#include "polar-codebooks.h"
+
+#if defined(__METAL_VERSION__)
+#define PQ_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#elif defined(__cplusplus)
+#include <cstdint>
+#define PQ_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#include <stdint.h>
+#define PQ_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
+// Layout of a recursive-polar type (generated initializers: PQ38P_DESC, PQ27_DESC, ...).
+typedef struct {
+    int32_t levels;                       // a group is 2^levels values
+    int32_t groups;                       // groups per block, each with its own radius
+    int32_t radius_format;                // PQ_RADIUS_FP16 (2 bytes, little-endian) or PQ_RADIUS_LOG8 (1 byte)
+    int32_t type_size;                    // bytes per block
+    int32_t bits[PQ_MAX_LEVELS];          // bits per angle, level 1 first
+    int32_t code_offset[PQ_MAX_LEVELS];   // bit offset of each level's codes in qs
+    int32_t table_offset[PQ_MAX_LEVELS];  // each level's centroids in pq_cos / pq_sin
+    int32_t bound_offset[PQ_MAX_LEVELS];  // each level's decision boundaries in pq_bound
+} pq_tree_desc;
+
+// The paper's configuration: 4 groups of 16 values, bits 4/2/2/2, an fp16 radius per group.
+typedef struct {
+    uint8_t r[PQ38P_RADIUS_BYTES];   // 4 fp16 radii
+    uint8_t qs[PQ38P_CODE_BYTES];
+} block_pq38p;
+PQ_STATIC_ASSERT(sizeof(block_pq38p) == PQ38P_TYPE_SIZE, "wrong pq38p block size/padding");
+PQ_STATIC_ASSERT(PQ38P_TYPE_SIZE * 8 == 62 * (PQ_BLOCK / 16), "pq38p must be exactly 62 bits per 16 values");
+
+// The rate-optimised family: one 64-value group, bits per level from the generator's search, 8-bit log norm.
+#define PQ_DECLARE_FAMILY_BLOCK(name, NAME)                                            \
+    typedef struct {                                                                   \
+        uint8_t r[NAME##_RADIUS_BYTES];                                                \
+        uint8_t qs[NAME##_CODE_BYTES];                                                 \
+    } block_##name;                                                                    \
+    PQ_STATIC_ASSERT(sizeof(block_##name) == NAME##_TYPE_SIZE, "wrong " #name " block size/padding")
+
+PQ_DECLARE_FAMILY_BLOCK(pq27, PQ27);
+PQ_DECLARE_FAMILY_BLOCK(pq32, PQ32);
+PQ_DECLARE_FAMILY_BLOCK(pq37, PQ37);
+PQ_DECLARE_FAMILY_BLOCK(pq42, PQ42);
+PQ_DECLARE_FAMILY_BLOCK(pq46, PQ46);
+
+// The key mode: 8-bit log norm, then one sign bit per value (hyperspherical angles at one bit each).
+typedef struct {
+    uint8_t r;
+    uint8_t signs[PQ_BLOCK / 8];
+} block_pqk1;
+PQ_STATIC_ASSERT(sizeof(block_pqk1) == PQK1_TYPE_SIZE, "wrong pqk1 block size/padding");

@@ -1,0 +1,126 @@
+"""ctypes binding to the ggml_polar C library, with the same signatures as the NumPy reference.
+
+The library is looked up in $LLAMA_POLAR_NATIVE_LIB, then next to this package (lib/), then in the source tree's
+build folder (build/ggml_polar/, made by `make native`).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .quants import TYPES
+
+_HERE = Path(__file__).resolve().parent
+_CANDIDATES = [_HERE / "lib" / "libggml_polar.so", _HERE.parent.parent / "build" / "ggml_polar" / "libggml_polar.so"]
+
+_to_float_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+_from_float_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+_vec_dot_t = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t, ctypes.c_void_p,
+                              ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+
+class _TypeInfo(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("block_size", ctypes.c_int64),
+        ("type_size", ctypes.c_size_t),
+        ("group_size", ctypes.c_int64),
+        ("from_float_ref", _from_float_t),
+        ("to_float", _to_float_t),
+        ("vec_dot", _vec_dot_t),
+    ]
+
+
+class NativeLibraryError(RuntimeError):
+    pass
+
+
+def library_path() -> Path:
+    env = os.environ.get("LLAMA_POLAR_NATIVE_LIB")
+    if env:
+        if not Path(env).is_file():
+            raise NativeLibraryError(f"LLAMA_POLAR_NATIVE_LIB={env} is not a file")
+        return Path(env)
+    for path in _CANDIDATES:
+        if path.is_file():
+            return path
+    raise NativeLibraryError("libggml_polar.so not found; build it with `make native` "
+                             "or set LLAMA_POLAR_NATIVE_LIB (looked in: " + ", ".join(map(str, _CANDIDATES)) + ")")
+
+
+@lru_cache(maxsize=None)
+def _types() -> dict[str, _TypeInfo]:
+    lib = ctypes.CDLL(str(library_path()))
+    lib.ggml_polar_type_count.restype = ctypes.c_int
+    lib.ggml_polar_get_type_info.restype = ctypes.POINTER(_TypeInfo)
+    lib.ggml_polar_get_type_info.argtypes = [ctypes.c_int]
+    infos = {}
+    for i in range(lib.ggml_polar_type_count()):
+        info = lib.ggml_polar_get_type_info(i).contents
+        name = info.name.decode()
+        ref = TYPES.get(name)
+        if ref is None or (info.block_size, info.type_size, info.group_size) != (
+                ref.block_size, ref.type_size, ref.group_size):
+            raise NativeLibraryError(f"{library_path()} does not match the NumPy reference for type {name!r}: "
+                                     "rebuild it (make native)")
+        infos[name] = info
+    missing = set(TYPES) - set(infos)
+    if missing:
+        raise NativeLibraryError(f"{library_path()} lacks types {sorted(missing)}: rebuild it (make native)")
+    _types.lib = lib  # keep the library alive with the function pointers
+    return infos
+
+
+def _info(name: str) -> _TypeInfo:
+    if name not in TYPES:
+        raise ValueError(f"unknown polar type {name!r}; known: {', '.join(TYPES)}")
+    return _types()[name]
+
+
+def quantize(x, name: str) -> np.ndarray:
+    """C encoder; same contract as llama_polar.quantize."""
+    ref = TYPES.get(name)
+    info = _info(name)
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected real numbers, got dtype {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim == 0 or x.shape[-1] % ref.block_size:
+        raise ValueError(f"{name}: the last axis must be a multiple of the block size {ref.block_size}")
+    out = np.zeros(x.shape[:-1] + (x.shape[-1] // ref.block_size * ref.type_size,), dtype=np.uint8)
+    if x.size:
+        info.from_float_ref(x.ctypes.data, out.ctypes.data, x.size)
+    return out
+
+
+def dequantize(q, name: str) -> np.ndarray:
+    """C decoder; same contract as llama_polar.dequantize."""
+    ref = TYPES.get(name)
+    info = _info(name)
+    q = np.asarray(q)
+    if q.dtype != np.uint8:
+        raise TypeError(f"{name}: encoded data must be uint8, got dtype {q.dtype}")
+    q = np.ascontiguousarray(q)
+    if q.ndim == 0 or q.shape[-1] % ref.type_size:
+        raise ValueError(f"{name}: the last axis must be a multiple of the type size {ref.type_size}")
+    out = np.empty(q.shape[:-1] + (q.shape[-1] // ref.type_size * ref.block_size,), dtype=np.float32)
+    if out.size:
+        info.to_float(q.ctypes.data, out.ctypes.data, out.size)
+    return out
+
+
+def vec_dot(q, y, name: str) -> float:
+    """C dot product of one encoded row q with the float32 vector y (ggml vec_dot, vec_dot_type F32)."""
+    ref = TYPES.get(name)
+    info = _info(name)
+    q = np.ascontiguousarray(q, dtype=np.uint8)
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    if y.ndim != 1 or y.size % ref.block_size or q.shape != (y.size // ref.block_size * ref.type_size,):
+        raise ValueError(f"{name}: vec_dot needs one encoded row and a vector of the same length")
+    s = ctypes.c_float()
+    info.vec_dot(y.size, ctypes.byref(s), 0, q.ctypes.data, 0, y.ctypes.data, 0, 1)
+    return s.value
