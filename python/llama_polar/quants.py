@@ -118,7 +118,8 @@ class PolarQuant:
             raise ValueError(f"{cls.name}: the last axis ({x.shape[-1] if x.ndim else 'scalar'}) must be a "
                              f"multiple of the block size {cls.block_size}")
         blocks = np.ascontiguousarray(x).reshape(-1, cls.block_size)
-        q = cls.quantize_blocks(blocks)
+        with np.errstate(over="ignore"):     # a radius past float32 is Inf, then saturates (as in C)
+            q = cls.quantize_blocks(blocks)
         return q.reshape(*x.shape[:-1], x.shape[-1] // cls.block_size * cls.type_size)
 
     @classmethod
@@ -131,7 +132,8 @@ class PolarQuant:
             raise ValueError(f"{cls.name}: the last axis ({q.shape[-1] if q.ndim else 'scalar'}) must be a "
                              f"multiple of the type size {cls.type_size}")
         blocks = np.ascontiguousarray(q).reshape(-1, cls.type_size)
-        y = cls.dequantize_blocks(blocks)
+        with np.errstate(invalid="ignore", over="ignore"):   # raw fp16 radii may be Inf/NaN: decoded as written
+            y = cls.dequantize_blocks(blocks)
         return y.reshape(*q.shape[:-1], q.shape[-1] // cls.type_size * cls.block_size)
 
 
