@@ -488,6 +488,12 @@ def main(argv=None) -> int:
         for rate, dist, bits, fmt in frontier(rows):
             if 2.4 <= rate <= 5.0:
                 print(f"{rate:9.4f}  {dist:.5f}   {str(bits):24s} {RADIUS_NAMES[fmt]}")
+        print("\nradius format at each family rate: best whole-byte allocation with each format")
+        for name, max_rate in FAMILY:
+            for fmt in (RADIUS_FP16, RADIUS_LOG8):
+                rate, dist, bits, _ = min((r for r in rows if r[0] <= max_rate + 1e-12 and r[3] == fmt),
+                                          key=lambda r: (r[1], r[0], r[2]))
+                print(f"{name:6s} {RADIUS_NAMES[fmt]:5s} {rate:7.4f}  {dist:.5f}   {bits}")
         print("\ntype    bits/value  group  bits per level  radius  closed-form rel.MSE")
         for t in types:
             print(f"{t.name:7s} {t.bits_per_value:10.4f}  {t.group_size:5d}  {'/'.join(map(str, t.level_bits)):14s}  "
