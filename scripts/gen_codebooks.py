@@ -333,6 +333,11 @@ class Tables:
         self.cos += list(f32(np.cos(book.centroids)))
         self.sin += list(f32(np.sin(book.centroids)))
 
+    def offsets(self, t: TreeType) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Each level's first entry in cos/sin and in bound, for type t."""
+        keys = list(enumerate(t.level_bits, start=1))
+        return tuple(self.table_offset[k] for k in keys), tuple(self.bound_offset[k] for k in keys)
+
 
 def collect(books):
     types, rows = build_types(books)
@@ -345,11 +350,15 @@ def collect(books):
     return types, rows, tables, f32(log_values), f32(log_bounds), f32(key_mags), key_rho
 
 
-def c_array(name: str, values, per_line: int = 6) -> str:
-    items = [f32_literal(v) + "f" for v in values]
+def wrapped(items: list[str], per_line: int = 6) -> str:
+    """Comma-separated items, per_line to a line, indented by four spaces, with a trailing comma."""
     lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
-    body = ",\n    ".join(lines)
-    return f"PQ_TABLE float {name}[{len(items)}] = {{\n    {body},\n}};\n"
+    return "    " + ",\n    ".join(lines) + ","
+
+
+def c_array(name: str, values) -> str:
+    items = [f32_literal(v) + "f" for v in values]
+    return f"PQ_TABLE float {name}[{len(items)}] = {{\n{wrapped(items)}\n}};\n"
 
 
 def c_ints(values) -> str:
@@ -395,8 +404,7 @@ def render_header(types, tables, log_values, log_bounds, key_mags, key_rho) -> s
     ]
     for t in types:
         up = t.name.upper()
-        table_offsets = [tables.table_offset[level, b] for level, b in enumerate(t.level_bits, start=1)]
-        bound_offsets = [tables.bound_offset[level, b] for level, b in enumerate(t.level_bits, start=1)]
+        table_offsets, bound_offsets = tables.offsets(t)
         out += [
             f"// {t.name}: {t.groups} x {t.group_size} values, bits {'/'.join(map(str, t.level_bits))}, "
             f"{RADIUS_NAMES[t.radius_format]} radius, {t.bits_per_value:g} bits/value",
@@ -416,10 +424,8 @@ def render_header(types, tables, log_values, log_bounds, key_mags, key_rho) -> s
     return "\n".join(out)
 
 
-def py_array(name: str, values, per_line: int = 6) -> str:
-    items = [f32_literal(v) for v in values]
-    lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
-    return f"{name} = _f32([\n    " + ",\n    ".join(lines) + ",\n])\n"
+def py_array(name: str, values) -> str:
+    return f"{name} = _f32([\n{wrapped([f32_literal(v) for v in values])}\n])\n"
 
 
 def render_python(types, tables, log_values, log_bounds, key_mags, key_rho) -> str:
@@ -449,8 +455,7 @@ def render_python(types, tables, log_values, log_bounds, key_mags, key_rho) -> s
         "TREE_TYPES = {",
     ]
     for t in types:
-        table_offsets = tuple(tables.table_offset[level, b] for level, b in enumerate(t.level_bits, start=1))
-        bound_offsets = tuple(tables.bound_offset[level, b] for level, b in enumerate(t.level_bits, start=1))
+        table_offsets, bound_offsets = tables.offsets(t)
         out.append(
             f"    {t.name!r}: dict(level_bits={t.level_bits!r}, radius_format={t.radius_format}, "
             f"groups={t.groups}, type_size={t.type_size}, code_offset={tuple(t.code_offset)!r}, "

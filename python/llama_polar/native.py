@@ -75,23 +75,18 @@ def _types() -> dict[str, _TypeInfo]:
     return infos
 
 
-def _info(name: str) -> _TypeInfo:
+def _lookup(name: str):
+    """The NumPy class (for checks and shapes) and the C entry points of a type."""
     if name not in TYPES:
         raise ValueError(f"unknown polar type {name!r}; known: {', '.join(TYPES)}")
-    return _types()[name]
+    return TYPES[name], _types()[name]
 
 
 def quantize(x, name: str) -> np.ndarray:
     """C encoder; same contract as llama_polar.quantize."""
-    ref = TYPES.get(name)
-    info = _info(name)
-    x = np.asarray(x)
-    if x.dtype.kind not in "fiu":
-        raise TypeError(f"{name}: expected real numbers, got dtype {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim == 0 or x.shape[-1] % ref.block_size:
-        raise ValueError(f"{name}: the last axis must be a multiple of the block size {ref.block_size}")
-    out = np.zeros(x.shape[:-1] + (x.shape[-1] // ref.block_size * ref.type_size,), dtype=np.uint8)
+    qtype, info = _lookup(name)
+    x = qtype.as_rows(x)
+    out = np.zeros(qtype.encoded_shape(x.shape), dtype=np.uint8)
     if x.size:
         info.from_float_ref(x.ctypes.data, out.ctypes.data, x.size)
     return out
@@ -99,15 +94,9 @@ def quantize(x, name: str) -> np.ndarray:
 
 def dequantize(q, name: str) -> np.ndarray:
     """C decoder; same contract as llama_polar.dequantize."""
-    ref = TYPES.get(name)
-    info = _info(name)
-    q = np.asarray(q)
-    if q.dtype != np.uint8:
-        raise TypeError(f"{name}: encoded data must be uint8, got dtype {q.dtype}")
-    q = np.ascontiguousarray(q)
-    if q.ndim == 0 or q.shape[-1] % ref.type_size:
-        raise ValueError(f"{name}: the last axis must be a multiple of the type size {ref.type_size}")
-    out = np.empty(q.shape[:-1] + (q.shape[-1] // ref.type_size * ref.block_size,), dtype=np.float32)
+    qtype, info = _lookup(name)
+    q = qtype.as_encoded(q)
+    out = np.empty(qtype.decoded_shape(q.shape), dtype=np.float32)
     if out.size:
         info.to_float(q.ctypes.data, out.ctypes.data, out.size)
     return out
@@ -115,11 +104,10 @@ def dequantize(q, name: str) -> np.ndarray:
 
 def vec_dot(q, y, name: str) -> float:
     """C dot product of one encoded row q with the float32 vector y (ggml vec_dot, vec_dot_type F32)."""
-    ref = TYPES.get(name)
-    info = _info(name)
-    q = np.ascontiguousarray(q, dtype=np.uint8)
-    y = np.ascontiguousarray(y, dtype=np.float32)
-    if y.ndim != 1 or y.size % ref.block_size or q.shape != (y.size // ref.block_size * ref.type_size,):
+    qtype, info = _lookup(name)
+    q = qtype.as_encoded(q)
+    y = qtype.as_rows(y)
+    if y.ndim != 1 or q.shape != qtype.encoded_shape(y.shape):
         raise ValueError(f"{name}: vec_dot needs one encoded row and a vector of the same length")
     s = ctypes.c_float()
     info.vec_dot(y.size, ctypes.byref(s), 0, q.ctypes.data, 0, y.ctypes.data, 0, 1)

@@ -108,33 +108,50 @@ class PolarQuant:
         raise NotImplementedError
 
     @classmethod
-    def quantize(cls, data) -> np.ndarray:
-        """(..., k) floats, k a multiple of 64 -> (..., k / 64 * type_size) uint8."""
+    def as_rows(cls, data) -> np.ndarray:
+        """Checks values to encode: real numbers, last axis a multiple of 64. Returns contiguous float32."""
         x = np.asarray(data)
         if x.dtype.kind not in "fiu":
             raise TypeError(f"{cls.name}: expected real numbers, got dtype {x.dtype}")
-        x = x.astype(np.float32, copy=False)
         if x.ndim == 0 or x.shape[-1] % cls.block_size != 0:
             raise ValueError(f"{cls.name}: the last axis ({x.shape[-1] if x.ndim else 'scalar'}) must be a "
                              f"multiple of the block size {cls.block_size}")
-        blocks = np.ascontiguousarray(x).reshape(-1, cls.block_size)
-        with np.errstate(over="ignore"):     # a radius past float32 is Inf, then saturates (as in C)
-            q = cls.quantize_blocks(blocks)
-        return q.reshape(*x.shape[:-1], x.shape[-1] // cls.block_size * cls.type_size)
+        return np.ascontiguousarray(x, dtype=np.float32)
 
     @classmethod
-    def dequantize(cls, data) -> np.ndarray:
-        """(..., m) uint8, m a multiple of type_size -> (..., m / type_size * 64) float32."""
+    def as_encoded(cls, data) -> np.ndarray:
+        """Checks encoded data: uint8, last axis a multiple of type_size. Returns a contiguous array."""
         q = np.asarray(data)
         if q.dtype != np.uint8:
             raise TypeError(f"{cls.name}: encoded data must be uint8, got dtype {q.dtype}")
         if q.ndim == 0 or q.shape[-1] % cls.type_size != 0:
             raise ValueError(f"{cls.name}: the last axis ({q.shape[-1] if q.ndim else 'scalar'}) must be a "
                              f"multiple of the type size {cls.type_size}")
-        blocks = np.ascontiguousarray(q).reshape(-1, cls.type_size)
+        return np.ascontiguousarray(q)
+
+    @classmethod
+    def encoded_shape(cls, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape[:-1] + (shape[-1] // cls.block_size * cls.type_size,)
+
+    @classmethod
+    def decoded_shape(cls, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape[:-1] + (shape[-1] // cls.type_size * cls.block_size,)
+
+    @classmethod
+    def quantize(cls, data) -> np.ndarray:
+        """(..., k) floats, k a multiple of 64 -> (..., k / 64 * type_size) uint8."""
+        x = cls.as_rows(data)
+        with np.errstate(over="ignore"):     # a radius past float32 is Inf, then saturates (as in C)
+            q = cls.quantize_blocks(x.reshape(-1, cls.block_size))
+        return q.reshape(cls.encoded_shape(x.shape))
+
+    @classmethod
+    def dequantize(cls, data) -> np.ndarray:
+        """(..., m) uint8, m a multiple of type_size -> (..., m / type_size * 64) float32."""
+        q = cls.as_encoded(data)
         with np.errstate(invalid="ignore", over="ignore"):   # raw fp16 radii may be Inf/NaN: decoded as written
-            y = cls.dequantize_blocks(blocks)
-        return y.reshape(*q.shape[:-1], q.shape[-1] // cls.type_size * cls.block_size)
+            y = cls.dequantize_blocks(q.reshape(-1, cls.type_size))
+        return y.reshape(cls.decoded_shape(q.shape))
 
 
 class PolarTree(PolarQuant):
