@@ -1,28 +1,42 @@
 # PolarQuant KV-cache types for llama.cpp.
-#   make demo   build what is missing and run the codec demo (C vs NumPy, quality per type)
+#   make demo   build what is missing, get the model, run it with a polar KV cache
 #   make test   build what is missing and run the whole test suite (what CI runs)
 PYTHON    ?= python3
 VENV      := .venv
 PY        := $(VENV)/bin/python
 BUILD     := build
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
-NATIVE    := $(BUILD)/ggml_polar/libggml_polar.so
+LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-completion test-quantize-fns test-backend-ops
 
-.PHONY: all venv native codebooks check-codebooks test demo clean
+.PHONY: all venv source native llama model codebooks check-codebooks test demo clean
 
-all: native
+all: llama
 
+# The project's Python: pinned test tools, gguf, and llama-cpp-python 0.3.36 without its own llama.cpp build
+# (it loads build/bin through llama_polar.llama).
 venv: $(VENV)/.ready
 $(VENV)/.ready: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	CMAKE_ARGS="-DLLAMA_BUILD=OFF" $(PY) -m pip install --quiet --disable-pip-version-check \
+		"$$($(PYTHON) scripts/prepare_llama_cpp.py --sdist-only)"
 	touch $@
 
-$(BUILD)/CMakeCache.txt:
+# llama.cpp 0c1e570 from the llama-cpp-python sdist, with patches/ applied (cheap when up to date).
+source:
+	$(PYTHON) scripts/prepare_llama_cpp.py
+
+$(BUILD)/CMakeCache.txt: | source
 	cmake -S . -B $(BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Release -DGGML_POLAR_WERROR=ON
 
-native: $(BUILD)/CMakeCache.txt
+native: source $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) --target ggml_polar ggml_polar_shared
+
+llama: source $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) --target ggml_polar_shared $(LLAMA_TARGETS)
+
+model:
+	$(PYTHON) scripts/get_model.py
 
 codebooks: venv
 	$(PY) scripts/gen_codebooks.py
@@ -30,11 +44,11 @@ codebooks: venv
 check-codebooks: venv
 	$(PY) scripts/gen_codebooks.py --check
 
-test: venv native check-codebooks
+test: venv llama model check-codebooks
 	$(PY) -m pytest tests
 
-demo: venv native
-	$(PY) scripts/validate.py
+demo: venv llama model
+	$(PY) scripts/demo.py
 
 clean:
 	rm -rf $(BUILD)

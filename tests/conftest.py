@@ -81,3 +81,48 @@ def native_lib():
     """The C library must have been built (make native); a missing library is a failure, not a skip."""
     native.library_path()
     return native
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# llama.cpp integration: the patched build, the model and the text (make test provides all three)
+# ---------------------------------------------------------------------------------------------------------------
+import os  # noqa: E402
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import get_model  # noqa: E402  (scripts/ is on the test path)
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "build" / "bin"
+TEXT = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+POLAR_TYPES = TYPE_NAMES
+
+
+@pytest.fixture(scope="session")
+def bin_dir() -> Path:
+    missing = [t for t in ("llama-cli", "llama-completion", "llama-perplexity", "llama-bench", "llama-server",
+                           "test-quantize-fns", "test-backend-ops") if not (BIN / t).exists()]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not in {BIN}: build them with `make llama`")
+    return BIN
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    if not get_model.MODEL.exists():
+        pytest.fail(f"{get_model.MODEL} missing: get it with `make model`")
+    return get_model.MODEL
+
+
+@pytest.fixture(scope="session")
+def text_path() -> Path:
+    if not TEXT.exists():
+        pytest.fail(f"{TEXT} missing: the shared data folder must sit beside the checkout")
+    return TEXT
+
+
+def run_tool(tool: str, *args, timeout: float = 600, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """Run a build/bin tool with stdin closed; returns the finished process (stdout and stderr as text)."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, env=full_env, **kwargs)

@@ -1,7 +1,7 @@
 """ctypes binding to the ggml_polar C library, with the same signatures as the NumPy reference.
 
 The library is looked up in $LLAMA_POLAR_NATIVE_LIB, then next to this package (lib/), then in the source tree's
-build folder (build/ggml_polar/, made by `make native`).
+build folder (build/bin/, made by `make native`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 from .quants import TYPES
 
 _HERE = Path(__file__).resolve().parent
-_CANDIDATES = [_HERE / "lib" / "libggml_polar.so", _HERE.parent.parent / "build" / "ggml_polar" / "libggml_polar.so"]
+_CANDIDATES = [_HERE / "lib" / "libggml_polar.so", _HERE.parent.parent / "build" / "bin" / "libggml_polar.so"]
 
 _to_float_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 _from_float_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)

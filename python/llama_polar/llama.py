@@ -1,0 +1,162 @@
+"""llama-cpp-python with the PolarQuant KV-cache types.
+
+    from llama_polar.llama import Llama
+    llm = Llama(model_path="model.gguf", type_k="pq46", type_v="pq46", flash_attn=True)
+
+`Llama` is llama_cpp.Llama that also takes cache types by name: every polar type and every upstream cache type
+(f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1); ints still work. It checks, before llama.cpp runs, what
+would otherwise end in a bare "failed to create context": a polar (or quantized V) cache without flash attention,
+and a head size that is not a multiple of the cache type's block.
+
+Importing this module points llama-cpp-python at the polar-enabled llama.cpp build (build/bin, or
+$LLAMA_CPP_LIB_PATH), so import it before anything imports llama_cpp.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+from .quants import TYPES
+
+_PACKAGE = Path(__file__).resolve().parent
+_CANDIDATES = [_PACKAGE / "lib", _PACKAGE.parent.parent / "build" / "bin"]
+UPSTREAM_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+
+
+class LibraryError(ImportError):
+    pass
+
+
+def library_dir() -> Path:
+    """The folder with the polar-enabled libllama.so and libggml*.so."""
+    env = os.environ.get("LLAMA_CPP_LIB_PATH")
+    if env:
+        return Path(env)
+    for folder in _CANDIDATES:
+        if (folder / "libllama.so").exists():
+            return folder
+    raise LibraryError("the polar-enabled libllama.so was not found: build it with `make` (it goes to build/bin) "
+                       "or set LLAMA_CPP_LIB_PATH; looked in " + ", ".join(map(str, _CANDIDATES)))
+
+
+if "llama_cpp" in sys.modules:
+    _loaded = Path(sys.modules["llama_cpp"].llama_cpp._base_path).resolve()
+    if _loaded != library_dir().resolve():
+        raise LibraryError(f"llama_cpp was imported before llama_polar.llama and loaded {_loaded}, which has no "
+                           "PolarQuant types: import llama_polar.llama first, or set LLAMA_CPP_LIB_PATH")
+os.environ["LLAMA_CPP_LIB_PATH"] = str(library_dir())
+
+import llama_cpp  # noqa: E402  (must follow LLAMA_CPP_LIB_PATH)
+
+
+@lru_cache(maxsize=None)
+def _ggml() -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(library_dir() / "libggml-base.so"))
+    if not hasattr(lib, "quantize_row_pq46_ref"):
+        raise LibraryError(f"{library_dir()}/libggml-base.so has no PolarQuant types: it is not the patched build")
+    lib.ggml_type_name.restype = ctypes.c_char_p
+    lib.ggml_type_name.argtypes = [ctypes.c_int]
+    lib.ggml_blck_size.restype = ctypes.c_int64
+    lib.ggml_blck_size.argtypes = [ctypes.c_int]
+    return lib
+
+
+@lru_cache(maxsize=None)
+def cache_types() -> dict[str, int]:
+    """KV cache type name -> ggml_type id, as the loaded library names them."""
+    lib = _ggml()
+    # The patch appends the polar types after upstream's last type, so these ids are all in range.
+    count = llama_cpp.GGML_TYPE_COUNT + len(TYPES)
+    names = {lib.ggml_type_name(i).decode(): i for i in range(count) if lib.ggml_blck_size(i) > 0}
+    wanted = UPSTREAM_CACHE_TYPES + tuple(TYPES)
+    missing = [n for n in wanted if n not in names]
+    if missing:
+        raise LibraryError(f"{library_dir()} does not know the cache types {missing}")
+    return {n: names[n] for n in wanted}
+
+
+def cache_type_name(type_id: int) -> str:
+    for name, i in cache_types().items():
+        if i == type_id:
+            return name
+    raise ValueError(f"{type_id} is not a KV cache type id")
+
+
+def resolve_cache_type(value, what: str) -> int | None:
+    """A cache type given by name or ggml_type id -> its id (None stays None: llama.cpp's default, f16)."""
+    if value is None:
+        return None
+    types = cache_types()
+    if isinstance(value, str):
+        if value.lower() in types:
+            return types[value.lower()]
+        raise ValueError(f"{what}={value!r} is not a KV cache type; choose one of {', '.join(types)}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value in types.values():
+            return value
+        raise ValueError(f"{what}={value} is not a KV cache type id; ids: "
+                         + ", ".join(f"{n}={i}" for n, i in types.items()))
+    raise TypeError(f"{what} must be a cache type name or a ggml_type id, not {type(value).__name__}")
+
+
+def model_head_sizes(model_path: str) -> tuple[int, int]:
+    """(K head size, V head size) from the model's GGUF metadata."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(model_path)
+
+    def field(key):
+        f = reader.fields.get(key)
+        if f is None:
+            return None
+        value = f.parts[f.data[0]]
+        return bytes(value).decode() if f.types and f.types[0].name == "STRING" else int(value[0])
+
+    arch = field("general.architecture")
+    k = field(f"{arch}.attention.key_length")
+    v = field(f"{arch}.attention.value_length")
+    if k is None or v is None:
+        default = field(f"{arch}.embedding_length") // field(f"{arch}.attention.head_count")
+        k = default if k is None else k
+        v = default if v is None else v
+    return k, v
+
+
+def check_cache_types(model_path: str, type_k: int | None, type_v: int | None, flash_attn: bool) -> None:
+    """Raise ValueError for combinations llama.cpp would refuse (or, for polar types, not support)."""
+    polar_ids = {cache_types()[n] for n in TYPES}
+    unquantized = {cache_types()[n] for n in ("f32", "f16", "bf16")}
+    for what, t in (("type_k", type_k), ("type_v", type_v)):
+        if t is None:
+            continue
+        name = cache_type_name(t)
+        if not flash_attn and (t in polar_ids or (what == "type_v" and t not in unquantized)):
+            kind = "a PolarQuant cache type" if t in polar_ids else "a quantized V cache type"
+            raise ValueError(f"{what}={name!r} is {kind} and needs flash attention: pass flash_attn=True")
+    head_k, head_v = None, None
+    for what, t in (("type_k", type_k), ("type_v", type_v)):
+        if t is None or t in unquantized:
+            continue
+        if head_k is None:
+            head_k, head_v = model_head_sizes(model_path)
+        head = head_k if what == "type_k" else head_v
+        block = _ggml().ggml_blck_size(t)
+        if head % block:
+            raise ValueError(f"{what}={cache_type_name(t)!r} stores blocks of {block} values, but this model's "
+                             f"{'K' if what == 'type_k' else 'V'} head size is {head}: pick a type whose block "
+                             f"divides {head} (f16, q8_0, ...)")
+
+
+class Llama(llama_cpp.Llama):
+    """llama_cpp.Llama that takes KV cache types by name, PolarQuant ones included."""
+
+    def __init__(self, model_path: str, *, type_k=None, type_v=None, flash_attn: bool = False, **kwargs):
+        type_k = resolve_cache_type(type_k, "type_k")
+        type_v = resolve_cache_type(type_v, "type_v")
+        if not Path(model_path).is_file():
+            raise ValueError(f"model_path {model_path!r} is not a file")
+        check_cache_types(model_path, type_k, type_v, flash_attn)
+        super().__init__(model_path, type_k=type_k, type_v=type_v, flash_attn=flash_attn, **kwargs)
