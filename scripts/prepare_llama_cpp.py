@@ -18,8 +18,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / ".cache"
+from registry import CACHE, ROOT, pip_download, sha256
+
 PATCHES = ROOT / "patches"
 DEST = ROOT / "build" / "src" / "llama.cpp"
 SDIST_NAME = "llama_cpp_python-0.3.36.tar.gz"
@@ -28,21 +28,10 @@ VENDORED = "llama_cpp_python-0.3.36/vendor/llama.cpp/"
 STAMP = ".llama-polar-patches"
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch_sdist() -> Path:
     sdist = CACHE / SDIST_NAME
     if not sdist.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        print(f"downloading the llama-cpp-python 0.3.36 sdist into {CACHE}")
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                        "--disable-pip-version-check", "llama-cpp-python==0.3.36", "-d", str(CACHE)], check=True)
+        pip_download("llama-cpp-python==0.3.36", "--no-binary", ":all:")
     digest = sha256(sdist)
     if digest != SDIST_SHA256:
         raise SystemExit(f"{sdist}: sha256 {digest} is not the expected {SDIST_SHA256}; delete it and retry")

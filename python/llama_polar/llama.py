@@ -61,7 +61,15 @@ def _ggml() -> ctypes.CDLL:
     lib.ggml_type_name.argtypes = [ctypes.c_int]
     lib.ggml_blck_size.restype = ctypes.c_int64
     lib.ggml_blck_size.argtypes = [ctypes.c_int]
+    lib.ggml_type_size.restype = ctypes.c_size_t
+    lib.ggml_type_size.argtypes = [ctypes.c_int]
     return lib
+
+
+def bits_per_value(type_name: str) -> float:
+    """Storage bits per cached value of a cache type, from the library's type traits."""
+    t = cache_types()[type_name]
+    return _ggml().ggml_type_size(t) * 8 / _ggml().ggml_blck_size(t)
 
 
 @lru_cache(maxsize=None)
@@ -102,8 +110,8 @@ def resolve_cache_type(value, what: str) -> int | None:
     raise TypeError(f"{what} must be a cache type name or a ggml_type id, not {type(value).__name__}")
 
 
-def model_head_sizes(model_path: str) -> tuple[int, int]:
-    """(K head size, V head size) from the model's GGUF metadata."""
+def model_metadata(model_path: str) -> dict:
+    """Architecture, layers, context length, KV heads and head sizes from the model's GGUF metadata."""
     from gguf import GGUFReader
 
     reader = GGUFReader(model_path)
@@ -116,13 +124,28 @@ def model_head_sizes(model_path: str) -> tuple[int, int]:
         return bytes(value).decode() if f.types and f.types[0].name == "STRING" else int(value[0])
 
     arch = field("general.architecture")
+    heads = field(f"{arch}.attention.head_count")
     k = field(f"{arch}.attention.key_length")
     v = field(f"{arch}.attention.value_length")
-    if k is None or v is None:
-        default = field(f"{arch}.embedding_length") // field(f"{arch}.attention.head_count")
-        k = default if k is None else k
-        v = default if v is None else v
-    return k, v
+    default = field(f"{arch}.embedding_length") // heads
+    kv_heads = field(f"{arch}.attention.head_count_kv")
+    return dict(arch=arch, n_layer=field(f"{arch}.block_count"), n_ctx=field(f"{arch}.context_length"),
+                n_head=heads, n_head_kv=heads if kv_heads is None else kv_heads,
+                head_k=default if k is None else k, head_v=default if v is None else v)
+
+
+def model_head_sizes(model_path: str) -> tuple[int, int]:
+    """(K head size, V head size) from the model's GGUF metadata."""
+    meta = model_metadata(model_path)
+    return meta["head_k"], meta["head_v"]
+
+
+def kv_cache_bytes(meta: dict, type_k: str, type_v: str, n_ctx: int | None = None) -> float:
+    """n_layer * n_ctx * (n_embd_k_gqa * bits_k + n_embd_v_gqa * bits_v) / 8."""
+    n_ctx = meta["n_ctx"] if n_ctx is None else n_ctx
+    k = meta["n_head_kv"] * meta["head_k"] * bits_per_value(type_k)
+    v = meta["n_head_kv"] * meta["head_v"] * bits_per_value(type_v)
+    return meta["n_layer"] * n_ctx * (k + v) / 8
 
 
 def check_cache_types(model_path: str, type_k: int | None, type_v: int | None, flash_attn: bool) -> None:
@@ -160,3 +183,7 @@ class Llama(llama_cpp.Llama):
             raise ValueError(f"model_path {model_path!r} is not a file")
         check_cache_types(model_path, type_k, type_v, flash_attn)
         super().__init__(model_path, type_k=type_k, type_v=type_v, flash_attn=flash_attn, **kwargs)
+
+    def __del__(self):
+        if hasattr(self, "_stack"):       # not when our checks refused the arguments before llama.cpp ran
+            super().__del__()
