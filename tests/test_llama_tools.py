@@ -3,6 +3,7 @@ import re
 
 import pytest
 
+import llama_polar
 from conftest import POLAR_TYPES, run_tool
 
 PROMPT = "The quick brown fox"
@@ -43,7 +44,6 @@ def test_generation_with_a_polar_cache(bin_dir, model_path, name):
     k, v, k_mib, v_mib = cache_types_used(result.stderr)
     assert (k, v) == (name, name)
     # 512 cells x 30 layers x 192 values (3 KV heads of 64) at the type's bits per value
-    import llama_polar
     expected = 512 * 30 * 192 * llama_polar.TYPES[name].bits_per_value / 8 / 2**20
     assert k_mib == pytest.approx(expected, abs=0.01) and v_mib == pytest.approx(expected, abs=0.01)
 
