@@ -25,13 +25,15 @@ from llama_polar import llama as polar_llama  # noqa: E402
 TEXT = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 
-def perplexity(model, text, chunks, base, ctk=None, ctv=None):
+def perplexity(model, text, chunks, base, ctk=None, ctv=None, timeout=None):
+    """llama-perplexity on `chunks` x 512 tokens, flash attention on. Without ctk: writes the f16 base logits to
+    `base` and returns (PPL, None, None); with ctk/ctv: (PPL, mean KLD, same-top-token %) against `base`."""
     cmd = [str(polar_llama.library_dir() / "llama-perplexity"), "-m", str(model), "-f", str(text), "-c", "512",
            "--chunks", str(chunks), "-fa", "on", "-t", "2"]
     cmd += ["--kl-divergence-base", str(base)] + ([] if ctk is None else ["-ctk", ctk, "-ctv", ctv, "--kl-divergence"])
-    out = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    out = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
     if out.returncode != 0:
-        raise SystemExit(f"llama-perplexity failed:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"llama-perplexity failed:\n{out.stderr[-2000:]}")
     text = out.stdout + out.stderr
     if ctk is None:
         return float(re.search(r"Final estimate: PPL = ([\d.]+)", text).group(1)), None, None
@@ -91,4 +93,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except RuntimeError as e:          # a failed llama-perplexity run: its log tail says why
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

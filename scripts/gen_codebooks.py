@@ -47,7 +47,7 @@ FP16_STEPS_PER_OCTAVE = 1024  # 10 mantissa bits
 # The family's radius format, decided by measurement. By MSE alone the 8-bit log norm wins at every rate (the
 # --frontier table shows it), but its error is coherent: it scales q.k itself, so for queries along the key, which
 # attention is made of, it dominates. On real K from SmolLM2 (see README, "How the radius format was chosen") the
-# 8-bit norm gave pq46 a logit error of 0.0269 against 0.0101 with fp16, and a KLD no better than q4_0's.
+# 8-bit norm gave pq46 a logit error of 0.0269 against 0.0101 with fp16 for key-like queries; KLD was a tie.
 FAMILY_RADIUS = RADIUS_FP16
 # The rate-optimised family: (name, largest bits/value allowed). The name is floor(10 * bits/value).
 FAMILY = [("pq27", 2.75), ("pq32", 3.25), ("pq37", 3.75), ("pq42", 4.25), ("pq46", 4.625)]
@@ -280,14 +280,19 @@ def frontier(rows):
     return out
 
 
+def best_allocation(rows, max_rate: float, radius_format: int):
+    """The least-distortion row (rate, distortion, bits, format) with this radius format at or under max_rate."""
+    return min((r for r in rows if r[0] <= max_rate + 1e-12 and r[3] == radius_format),
+               key=lambda r: (r[1], r[0], r[2]))
+
+
 def build_types(books):
     rows = search_allocations(books)
     types = []
     pname, pbits, pfmt = PAPER
     types.append(TreeType(pname, pbits, pfmt))
     for name, max_rate in FAMILY:
-        candidates = [r for r in rows if r[0] <= max_rate + 1e-12 and r[3] == FAMILY_RADIUS]
-        rate, _, bits, fmt = min(candidates, key=lambda r: (r[1], r[0], r[2], r[3]))
+        rate, _, bits, fmt = best_allocation(rows, max_rate, FAMILY_RADIUS)
         assert name == f"pq{int(rate * 10 + 1e-9)}", (name, rate)
         types.append(TreeType(name, bits, fmt))
     for t in types:
@@ -503,8 +508,7 @@ def main(argv=None) -> int:
         print("\nradius format at each family rate: best whole-byte allocation with each format")
         for name, max_rate in FAMILY:
             for fmt in (RADIUS_FP16, RADIUS_LOG8):
-                rate, dist, bits, _ = min((r for r in rows if r[0] <= max_rate + 1e-12 and r[3] == fmt),
-                                          key=lambda r: (r[1], r[0], r[2]))
+                rate, dist, bits, _ = best_allocation(rows, max_rate, fmt)
                 print(f"{name:6s} {RADIUS_NAMES[fmt]:5s} {rate:7.4f}  {dist:.5f}   {bits}")
         print("\ntype    bits/value  group  bits per level  radius  closed-form rel.MSE")
         for t in types:

@@ -1,6 +1,11 @@
+import os
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+import get_model  # scripts/ is on the test path
 import llama_polar
 from llama_polar import native
 
@@ -86,11 +91,6 @@ def native_lib():
 # ---------------------------------------------------------------------------------------------------------------
 # llama.cpp integration: the patched build, the model and the text (make test provides all three)
 # ---------------------------------------------------------------------------------------------------------------
-import os  # noqa: E402
-import subprocess  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import get_model  # noqa: E402  (scripts/ is on the test path)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "build" / "bin"

@@ -8,61 +8,49 @@ with D(T) the closed form (llama_polar.TYPES[T].expected_rel_mse) and D(q4_0) me
 for every type when these bounds were set; the test asks for 0.7-2.0. The lower bound is what catches a cache that
 silently is not polar (f16 would give ~0).
 """
-import re
-
 import numpy as np
 import pytest
 
 import llama_polar
-from conftest import POLAR_TYPES, run_tool
+from conftest import POLAR_TYPES
+from demo import perplexity
 from validate import q4_0_roundtrip
 
 CHUNKS = 4
-CTX = 512
 
 
-def kld_run(model_path, text_path, base, ctk=None, ctv=None):
-    args = ["-m", model_path, "-f", text_path, "-c", CTX, "--chunks", CHUNKS, "-fa", "on", "-t", 2]
-    if ctk is None:
-        args += ["--kl-divergence-base", base]
-    else:
-        args += ["-ctk", ctk, "-ctv", ctv, "--kl-divergence-base", base, "--kl-divergence"]
-    result = run_tool("llama-perplexity", *args, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout + result.stderr
-
-
-def parse(text):
-    kld = float(re.search(r"Mean\s+KLD:\s+([\d.]+)", text).group(1))
-    top = float(re.search(r"Same top p:\s+([\d.]+)", text).group(1))
+def kld_run(model_path, text_path, base, name):
+    """(mean KLD, same-top-token %) of a name/name cache against the f16 base logits."""
+    _, kld, top = perplexity(model_path, text_path, CHUNKS, base, name, name, timeout=900)
     return kld, top
 
 
 @pytest.fixture(scope="session")
 def base_logits(bin_dir, model_path, text_path, tmp_path_factory):
     base = tmp_path_factory.mktemp("kld") / "f16.kld"
-    kld_run(model_path, text_path, base)
+    perplexity(model_path, text_path, CHUNKS, base, timeout=900)
     return base
 
 
 @pytest.fixture(scope="session")
 def q4_0_kld(model_path, text_path, base_logits):
-    return parse(kld_run(model_path, text_path, base_logits, "q4_0", "q4_0"))[0]
+    return kld_run(model_path, text_path, base_logits, "q4_0")[0]
 
 
+@pytest.fixture(scope="session")
 def q4_0_rel_mse():
     x = np.random.default_rng(0).standard_normal((32768, 64)).astype(np.float32)
     return llama_polar.relative_mse(x, q4_0_roundtrip(x))
 
 
 def test_q8_0_sits_at_the_noise_floor(model_path, text_path, base_logits):
-    kld, top = parse(kld_run(model_path, text_path, base_logits, "q8_0", "q8_0"))
+    kld, top = kld_run(model_path, text_path, base_logits, "q8_0")
     assert kld < 0.01 and top > 93
 
 
 @pytest.mark.parametrize("name", POLAR_TYPES)
-def test_kld_follows_the_codec_distortion(model_path, text_path, base_logits, q4_0_kld, name):
-    predicted = q4_0_kld * llama_polar.TYPES[name].expected_rel_mse / q4_0_rel_mse()
-    kld, top = parse(kld_run(model_path, text_path, base_logits, name, name))
+def test_kld_follows_the_codec_distortion(model_path, text_path, base_logits, q4_0_kld, q4_0_rel_mse, name):
+    predicted = q4_0_kld * llama_polar.TYPES[name].expected_rel_mse / q4_0_rel_mse
+    kld, top = kld_run(model_path, text_path, base_logits, name)
     assert 0.7 * predicted <= kld <= 2.0 * predicted, f"{name}: KLD {kld:.4f}, predicted {predicted:.4f}"
     assert 0 < top < 100

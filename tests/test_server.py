@@ -1,5 +1,6 @@
 """llama-server with a PolarQuant cache serving concurrent requests (loopback only, bounded in count and time)."""
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -76,5 +77,5 @@ def test_parallel_requests_with_a_polar_cache(polar_server):
     log = log_path.read_text()
     assert "K (pq46)" in log and "V (pq42)" in log
     # the four requests were in flight together: more than one slot was used
-    slots = {int(s) for s in __import__("re").findall(r"slot\s+launch_slot_: id\s+(\d+)", log)}
+    slots = {int(s) for s in re.findall(r"slot\s+launch_slot_: id\s+(\d+)", log)}
     assert len(slots) > 1, slots
