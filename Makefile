@@ -1,6 +1,7 @@
 # PolarQuant KV-cache types for llama.cpp.
 #   make demo   build what is missing, get the model, run it with a polar KV cache
 #   make test   build what is missing and run the whole test suite (what CI runs)
+#   LLAMA_CMAKE_FLAGS="..." adds CMake options to the first configure (e.g. -DGGML_METAL=ON on a Mac)
 PYTHON    ?= python3
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -8,7 +9,7 @@ BUILD     := build
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-completion test-quantize-fns test-backend-ops
 
-.PHONY: all venv source native llama model codebooks check-codebooks test demo clean
+.PHONY: all venv source native llama model codebooks check-codebooks metal-check test demo clean
 
 all: llama
 
@@ -27,7 +28,7 @@ source:
 	$(PYTHON) scripts/prepare_llama_cpp.py
 
 $(BUILD)/CMakeCache.txt: | source
-	cmake -S . -B $(BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Release -DGGML_POLAR_WERROR=ON
+	cmake -S . -B $(BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Release -DGGML_POLAR_WERROR=ON $(LLAMA_CMAKE_FLAGS)
 
 native: source $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) --target ggml_polar ggml_polar_shared
@@ -43,6 +44,11 @@ codebooks: venv
 
 check-codebooks: venv
 	$(PY) scripts/gen_codebooks.py --check
+
+# The Metal kernels on Linux: the build's embedded polar.metal, syntax checks and shim parity (needs clang >= 16).
+metal-check: venv native
+	$(PY) scripts/metal_embed.py --kind polar --out $(BUILD)/metal/polar.metal
+	$(PY) -m pytest tests/test_metal.py
 
 test: venv llama model check-codebooks
 	$(PY) -m pytest tests

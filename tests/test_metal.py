@@ -126,6 +126,17 @@ def test_every_polar_kernel_name_the_host_asks_for_exists(embedded_polar):
     assert "kernel_flash_attn_ext_kv_f16_f16" in embedded_polar
 
 
+@pytest.mark.parametrize("source", ["ggml-metal-device.cpp", "ggml-metal-ops.cpp"])
+def test_patched_metal_host_sources_compile(source):
+    # the dispatch changes (use_kv_f16, per-side kv->f16 pipelines, asymmetric vec names) are plain C++; the
+    # Objective-C part (supports_op, library registration) needs Apple's SDK
+    ggml = TREE / "ggml"
+    result = subprocess.run(["c++", "-std=c++17", "-fsyntax-only", "-I", str(ggml / "include"), "-I", str(ggml / "src"),
+                             "-I", str(ggml / "src" / "ggml-metal"), str(ggml / "src" / "ggml-metal" / source)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Parity with the C library
 # ---------------------------------------------------------------------------------------------------------------
