@@ -89,6 +89,17 @@ def test_flattened_polar_metal_is_self_contained(tmp_path):
     assert (ROOT / "ggml_polar" / "metal" / "polar-instances.metal").read_text().split("\n", 2)[2] in flat
 
 
+def test_embed_script_writes_the_checked_text(embedded_polar, tmp_path):
+    out = tmp_path / "polar.metal"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "metal_embed.py"), "--kind", "polar", "--out", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert out.read_text() == embedded_polar
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "metal_embed.py"), "--kind", "no_such_kernel",
+                          "--out", str(tmp_path / "x.metal")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "no kernel source" in bad.stderr
+
+
 def test_flattening_is_what_the_patched_cmake_runs():
     cmake = (TREE / "ggml" / "src" / "ggml-metal" / "CMakeLists.txt").read_text()
     assert "flatten.cmake" in cmake and "kernels/polar.metal" in cmake

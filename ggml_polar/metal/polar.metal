@@ -16,6 +16,13 @@
 // values (il in [0, 16)) of a block at random; decode a whole block for the bulk conversions.
 // ---------------------------------------------------------------------------------------------------------------
 
+// 16 decoded values as the caller's 4x4 type (float or half: one rounding, in the conversion)
+template <typename T4x4>
+T4x4 pq_to_4x4(thread const float * v) {
+    return (T4x4) float4x4(float4(v[0],  v[1],  v[2],  v[3]),  float4(v[4],  v[5],  v[6],  v[7]),
+                           float4(v[8],  v[9],  v[10], v[11]), float4(v[12], v[13], v[14], v[15]));
+}
+
 #define PQ_METAL_TREE_TYPE(name, NAME)                                                                          \
     constant static const pq_tree_desc name##_desc = NAME##_DESC;                                               \
     void quantize_##name(device const float * src, device block_##name & dst) {                                 \
@@ -28,17 +35,13 @@
     void dequantize_##name(device const block_##name * x, short il, thread T4x4 & reg) {                        \
         float v[16];                                                                                            \
         pq_tree_decode_span(&name##_desc, (device const uint8_t *) x, 16 * il, 4, v);                           \
-        for (short i = 0; i < 16; ++i) {                                                                        \
-            reg[i / 4][i % 4] = v[i];                                                                           \
-        }                                                                                                       \
+        reg = pq_to_4x4<T4x4>(v);                                                                               \
     }                                                                                                           \
     template <typename T4>                                                                                      \
     void dequantize_##name##_t4(device const block_##name * x, short il, thread T4 & reg) {                     \
         float v[4];                                                                                             \
         pq_tree_decode_span(&name##_desc, (device const uint8_t *) x, 4 * il, 2, v);                            \
-        for (short i = 0; i < 4; ++i) {                                                                         \
-            reg[i] = v[i];                                                                                      \
-        }                                                                                                       \
+        reg = (T4) float4(v[0], v[1], v[2], v[3]);                                                              \
     }
 
 PQ_METAL_TREE_TYPE(pq38p, PQ38P)
@@ -60,18 +63,14 @@ template <typename T4x4>
 void dequantize_pqk1(device const block_pqk1 * x, short il, thread T4x4 & reg) {
     float v[16];
     pqk1_decode_span((device const uint8_t *) x, 16 * il, 16, v);
-    for (short i = 0; i < 16; ++i) {
-        reg[i / 4][i % 4] = v[i];
-    }
+    reg = pq_to_4x4<T4x4>(v);
 }
 
 template <typename T4>
 void dequantize_pqk1_t4(device const block_pqk1 * x, short il, thread T4 & reg) {
     float v[4];
     pqk1_decode_span((device const uint8_t *) x, 4 * il, 4, v);
-    for (short i = 0; i < 4; ++i) {
-        reg[i] = v[i];
-    }
+    reg = (T4) float4(v[0], v[1], v[2], v[3]);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
