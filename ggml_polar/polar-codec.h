@@ -103,7 +103,7 @@ static inline float pq_fp16_to_f32(uint16_t h) {
     if (e != 0) {
         return pq_float_of(sign | ((e + 112) << 23) | (m << 13));
     }
-    const float sub = (float) m * 0x1p-24f; // exact
+    const float sub = (float) m * 5.9604644775390625e-8f; // m * 2^-24, exact (no hex floats: MSL is C++14)
     return sign ? -sub : sub;
 }
 

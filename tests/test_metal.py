@@ -29,7 +29,7 @@ TREE = ROOT / "build" / "src" / "llama.cpp"
 sys.path.insert(0, str(ROOT / "scripts"))
 import metal_embed  # noqa: E402
 
-CLANG_FLAGS = ["-std=c++17", "-I", str(SHIM_DIR), "-DGGML_METAL_EMBED_LIBRARY", "-Wno-unknown-attributes",
+CLANG_FLAGS = ["-std=c++14", "-Werror=c++17-extensions", "-I", str(SHIM_DIR), "-DGGML_METAL_EMBED_LIBRARY", "-Wno-unknown-attributes",
                "-Wno-unknown-pragmas", "-Wno-duplicate-decl-specifier"]
 # Upstream kernel files the polar library builds on (its own includes) or sits beside: they must still compile,
 # which also shows the stand-in is good enough to catch real errors in the same constructs.
