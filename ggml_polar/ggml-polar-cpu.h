@@ -1,0 +1,42 @@
+// Fast CPU paths for the PolarQuant types: SIMD decoders that work on several blocks at once, one block per vector
+// lane ("vertical"): every lane runs the reference decode's float32 operations in the reference order, so decoded
+// values are bit-identical to ggml-polar.c; only dot products sum in another order (see ggml_polar_cpu_dot_rows).
+//
+// ggml-polar-cpu.c is compiled into ggml-cpu with ggml-cpu's own SIMD flags, and picks its path the way ggml-cpu
+// does, at compile time: AVX-512F (16 lanes), AVX2 (8 lanes), ARM NEON (4 lanes), or plain C (1 lane).
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GGML_POLAR_CPU_MAX_LANES 16
+
+struct ggml_polar_cpu_type;
+
+// The type called `name` ("pq46", ...), or NULL.
+const struct ggml_polar_cpu_type * ggml_polar_cpu_type_by_name(const char * name);
+
+// Blocks decoded together by this build, and the name of its path ("avx512", "avx2", "neon", "scalar").
+int          ggml_polar_cpu_lanes(void);
+const char * ggml_polar_cpu_isa(void);
+
+// Decodes n <= lanes blocks, block r at x + r*stride, into y[v*lanes + r] for v in [0, 64): the transpose of the
+// blocks, which is the K^T tile layout of a flash-attention GEMM.
+void ggml_polar_cpu_decode_lanes(const struct ggml_polar_cpu_type * t, const void * x, size_t stride, int n, float * y);
+
+// scores[r] = dot(decoded row r, q) for n rows of nblk blocks each, row r at x + r*row_stride. Every row's
+// decoded values are the reference's; the sum is taken in value order with fused multiply-adds where the ISA has
+// them, so it differs from the reference's ggml_vec_dot_* by at most n_values * 2^-24 * sum |k_i q_i| or so.
+void ggml_polar_cpu_dot_rows(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride, int n, int nblk,
+                             const float * q, float * scores);
+
+// Row-major decode of k values (k a multiple of 64), bit-identical to dequantize_row_<type>.
+void ggml_polar_cpu_dequantize_row(const struct ggml_polar_cpu_type * t, const void * x, float * y, int64_t k);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,133 @@
+// The SIMD CPU paths (ggml-polar-cpu.c) against the reference codec (ggml-polar.c), for whatever ISA this file is
+// compiled for (tests/test_simd.py builds it for AVX-512, AVX2, plain C and, under qemu, AArch64 NEON).
+//   decoded values: bit-identical to dequantize_row_<type> (NaN where the reference has NaN);
+//   dot products:   |simd - ref| <= 2^-22 * sum |k_i q_i| over the row (float32 sums of up to 256 terms, in
+//                   another order and with fused multiply-adds), and the same non-finite results.
+// Prints "<isa> <lanes>: N failures" and exits non-zero on any failure.
+#include "ggml-polar-cpu.h"
+#include "ggml-polar.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint32_t rng_u32(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t) (rng_state >> 16);
+}
+
+static float rng_normal(void) {
+    float s = 0.0f;
+    for (int i = 0; i < 12; ++i) {
+        s += (float) (rng_u32() & 0xffffff) / 16777216.0f;
+    }
+    return s - 6.0f;
+}
+
+static int same_value(float a, float b) {
+    uint32_t ua;
+    uint32_t ub;
+    memcpy(&ua, &a, 4);
+    memcpy(&ub, &b, 4);
+    return ua == ub || (isnan(a) && isnan(b));
+}
+
+int main(void) {
+    enum { ROWS = 37, MAX_BLK = 4 };      // 37 rows: full lane groups and a partial one on every ISA
+    static float   values[ROWS * MAX_BLK * 64];
+    static uint8_t blocks[ROWS * MAX_BLK * 64];
+    static float   ref[ROWS * MAX_BLK * 64];
+    static float   got[ROWS * MAX_BLK * 64];
+    static float   tile[64 * GGML_POLAR_CPU_MAX_LANES];
+    float          q[MAX_BLK * 64];
+    int            failures = 0;
+    const int      lanes    = ggml_polar_cpu_lanes();
+
+    for (int ti = 0; ti < ggml_polar_type_count(); ++ti) {
+        const struct ggml_polar_type_info * info = ggml_polar_get_type_info(ti);
+        const struct ggml_polar_cpu_type *  t    = ggml_polar_cpu_type_by_name(info->name);
+        const size_t                        ts   = info->type_size;
+        if (!t) {
+            printf("%s: no cpu type\n", info->name);
+            ++failures;
+            continue;
+        }
+        for (int trial = 0; trial < 3; ++trial) {
+            const int nblk = 1 + trial % MAX_BLK;           // head sizes 64, 128, 192
+            const int n    = ROWS * nblk * 64;
+            if (trial < 2) { // encoded Gaussian rows, some scaled far up and down, plus special values
+                for (int i = 0; i < n; ++i) {
+                    const float scale = (i / 64) % 7 == 3 ? 3e4f : ((i / 64) % 7 == 5 ? 1e-7f : 1.0f);
+                    values[i] = rng_normal() * scale;
+                }
+                values[5] = NAN;
+                values[70] = INFINITY;
+                values[140] = -INFINITY;
+                info->from_float_ref(values, blocks, n);
+            } else {         // arbitrary bytes: every code and radius pattern
+                for (size_t i = 0; i < (size_t) n / 64 * ts; ++i) {
+                    blocks[i] = (uint8_t) rng_u32();
+                }
+            }
+            info->to_float(blocks, ref, n);
+
+            // row-major decode
+            ggml_polar_cpu_dequantize_row(t, blocks, got, n);
+            for (int i = 0; i < n; ++i) {
+                if (!same_value(got[i], ref[i])) {
+                    printf("%s dequantize_row: value %d: %.9g != %.9g\n", info->name, i, got[i], ref[i]);
+                    ++failures;
+                    break;
+                }
+            }
+
+            // lanes: blocks of rows (stride = a row), first block of each row, transposed
+            const size_t row_bytes = (size_t) nblk * ts;
+            for (int r0 = 0; r0 < ROWS; r0 += lanes) {
+                const int nl = ROWS - r0 < lanes ? ROWS - r0 : lanes;
+                ggml_polar_cpu_decode_lanes(t, blocks + r0 * row_bytes + ts * (size_t) (nblk - 1), row_bytes, nl, tile);
+                for (int r = 0; r < nl; ++r) {
+                    for (int v = 0; v < 64; ++v) {
+                        const float want = ref[(r0 + r) * nblk * 64 + (nblk - 1) * 64 + v];
+                        if (!same_value(tile[v * lanes + r], want)) {
+                            printf("%s decode_lanes: row %d value %d: %.9g != %.9g\n", info->name, r0 + r, v,
+                                   tile[v * lanes + r], want);
+                            ++failures;
+                            r = nl;
+                            break;
+                        }
+                    }
+                }
+            }
+
+            // dot products of every row with one query
+            for (int i = 0; i < nblk * 64; ++i) {
+                q[i] = rng_normal();
+            }
+            float scores[ROWS];
+            ggml_polar_cpu_dot_rows(t, blocks, row_bytes, ROWS, nblk, q, scores);
+            for (int r = 0; r < ROWS; ++r) {
+                float want;
+                info->vec_dot(nblk * 64, &want, 0, blocks + r * row_bytes, 0, q, 0, 1);
+                double mag = 0.0;
+                for (int i = 0; i < nblk * 64; ++i) {
+                    mag += fabs((double) ref[r * nblk * 64 + i] * q[i]);
+                }
+                const int ok = isfinite(want) ? fabs((double) scores[r] - want) <= ldexp(mag, -22)
+                                              : !isfinite(scores[r]);
+                if (!ok) {
+                    printf("%s dot_rows: row %d: %.9g vs %.9g (bound %.3g)\n", info->name, r, scores[r], want,
+                           ldexp(mag, -22));
+                    ++failures;
+                }
+            }
+        }
+    }
+    printf("%s %d lanes: %d failures\n", ggml_polar_cpu_isa(), lanes, failures);
+    return failures != 0;
+}
