@@ -217,6 +217,7 @@ static inline void pq_tree_quantize_block(PQ_CONSTANT const pq_tree_desc * d, PQ
         float     v[PQ_BLOCK];
         float     sq[PQ_BLOCK / 2];
         const int k = pq_prepare_group(x + g * n, n, v);
+        sq[0] = 0.0f; // always overwritten below (a group has at least one pair); quiets maybe-uninitialized
 
         PQ_CONSTANT const float * tan1 = pq_bound + d->bound_offset[0];
         for (int j = 0; j < n / 2; ++j) {
