@@ -7,6 +7,7 @@
 #include "polar-codec.h"
 
 #include <assert.h>
+#include <math.h>
 #include <string.h>
 
 #if defined(__AVX512F__)
@@ -39,6 +40,7 @@ static inline pq_vi pq_lane_offsets(size_t stride, int n) {
 static inline pq_vi pq_gather_u32(const uint8_t * base, pq_vi offsets) { return _mm512_i32gather_epi32(offsets, base, 1); }
 static inline pq_vf pq_gather_f32(const float * table, pq_vi idx) { return _mm512_i32gather_ps(idx, table, 4); }
 static inline void  pq_store(float * y, pq_vf v) { _mm512_storeu_ps(y, v); }
+static inline pq_vf pq_load(const float * y) { return _mm512_loadu_ps(y); }
 static inline float pq_lane(pq_vf v, int r) { float t[PQ_LANES]; _mm512_storeu_ps(t, v); return t[r]; }
 
 // A level's codebook in registers: up to 64 entries, read with masked loads (never past the table's end).
@@ -103,6 +105,7 @@ static inline pq_vi pq_lane_offsets(size_t stride, int n) {
 static inline pq_vi pq_gather_u32(const uint8_t * base, pq_vi offsets) { return _mm256_i32gather_epi32((const int *) base, offsets, 1); }
 static inline pq_vf pq_gather_f32(const float * table, pq_vi idx) { return _mm256_i32gather_ps(table, idx, 4); }
 static inline void  pq_store(float * y, pq_vf v) { _mm256_storeu_ps(y, v); }
+static inline pq_vf pq_load(const float * y) { return _mm256_loadu_ps(y); }
 static inline float pq_lane(pq_vf v, int r) { float t[PQ_LANES]; _mm256_storeu_ps(t, v); return t[r]; }
 
 // Up to 8 entries live in a register (a permute); larger codebooks are gathered from the table itself.
@@ -169,6 +172,7 @@ static inline pq_vf pq_gather_f32(const float * table, pq_vi idx) {
     return vld1q_f32(v);
 }
 static inline void  pq_store(float * y, pq_vf v) { vst1q_f32(y, v); }
+static inline pq_vf pq_load(const float * y) { return vld1q_f32(y); }
 static inline float pq_lane(pq_vf v, int r) { float t[PQ_LANES]; vst1q_f32(t, v); return t[r]; }
 
 // Codebooks of up to 16 entries are a 64-byte table for one TBL over the four bytes of each float.
@@ -386,6 +390,191 @@ void ggml_polar_cpu_dequantize_row(const struct ggml_polar_cpu_type * t, const v
     }
 }
 
+void ggml_polar_cpu_decode_tile_t(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride, int n,
+                                  int nblk, float * y, size_t y_stride) {
+    const uint8_t * rows = (const uint8_t *) x;
+    assert(pq_stride_ok(row_stride));
+    for (int r0 = 0; r0 < n; r0 += PQ_LANES) {
+        const int   nl      = n - r0 < PQ_LANES ? n - r0 : PQ_LANES;
+        const pq_vi offsets = pq_lane_offsets(row_stride, nl);
+        for (int ib = 0; ib < nblk; ++ib) {
+            pq_vf val[PQ_BLOCK];
+            pq_lanes(t, rows + (size_t) r0 * row_stride + (size_t) ib * t->type_size, offsets, val);
+            for (int v = 0; v < PQ_BLOCK; ++v) {
+                float * dst = y + (size_t) (ib * PQ_BLOCK + v) * y_stride + r0;
+                if (nl == PQ_LANES) {
+                    pq_store(dst, val[v]);
+                } else {
+                    float lanes[PQ_LANES];
+                    pq_store(lanes, val[v]);
+                    memcpy(dst, lanes, (size_t) nl * sizeof(float));
+                }
+            }
+        }
+    }
+}
+
+void ggml_polar_cpu_decode_tile(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride, int n,
+                                int nblk, float * y, size_t y_stride) {
+    const uint8_t * rows = (const uint8_t *) x;
+    assert(pq_stride_ok(row_stride));
+    float lanes[PQ_BLOCK * PQ_LANES];
+    for (int r0 = 0; r0 < n; r0 += PQ_LANES) {
+        const int   nl      = n - r0 < PQ_LANES ? n - r0 : PQ_LANES;
+        const pq_vi offsets = pq_lane_offsets(row_stride, nl);
+        for (int ib = 0; ib < nblk; ++ib) {
+            pq_vf val[PQ_BLOCK];
+            pq_lanes(t, rows + (size_t) r0 * row_stride + (size_t) ib * t->type_size, offsets, val);
+            for (int v = 0; v < PQ_BLOCK; ++v) {
+                pq_store(lanes + v * PQ_LANES, val[v]);
+            }
+            for (int r = 0; r < nl; ++r) {
+                float * dst = y + (size_t) (r0 + r) * y_stride + ib * PQ_BLOCK;
+                for (int v = 0; v < PQ_BLOCK; ++v) {
+                    dst[v] = lanes[v * PQ_LANES + r];
+                }
+            }
+        }
+    }
+}
+
+size_t ggml_polar_cpu_attn_scratch(int nq, int dk, int dv) {
+    (void) dk;
+    return (size_t) nq * (size_t) dv * PQ_LANES;
+}
+
+static inline float pq_hsum(pq_vf v) {
+    float t[PQ_LANES];
+    pq_store(t, v);
+    float s = 0.0f;
+    for (int r = 0; r < PQ_LANES; ++r) {
+        s += t[r];
+    }
+    return s;
+}
+
+void ggml_polar_cpu_attn(const struct ggml_polar_cpu_attn_params * p, float * M, float * S, float * acc,
+                         float * scratch) {
+    const int nq    = p->nq;
+    const int nblkk = p->dk / PQ_BLOCK;
+    const int nblkv = p->dv / PQ_BLOCK;
+    assert(nq >= 1 && nq <= GGML_POLAR_CPU_ATTN_MAX_Q && p->dk % PQ_BLOCK == 0 && p->dv % PQ_BLOCK == 0);
+    assert(pq_stride_ok(p->k_row_stride) && pq_stride_ok(p->v_row_stride));
+
+    // per query: acc = acc_in * in_scale + (the lanes of accv summed), so rescaling touches only accv
+    float * accv = scratch;
+    float   in_scale[GGML_POLAR_CPU_ATTN_MAX_Q];
+    memset(accv, 0, (size_t) nq * p->dv * PQ_LANES * sizeof(float));
+    for (int h = 0; h < nq; ++h) {
+        in_scale[h] = 1.0f;
+    }
+
+    const uint8_t * krows = (const uint8_t *) p->k;
+    const uint8_t * vrows = (const uint8_t *) p->v;
+    for (int r0 = 0; r0 < p->n_rows; r0 += PQ_LANES) {
+        const int nl = p->n_rows - r0 < PQ_LANES ? p->n_rows - r0 : PQ_LANES;
+
+        // mask and ALiBi bias of the tile; a tile masked for every query is skipped before any decoding
+        float bias[GGML_POLAR_CPU_ATTN_MAX_Q][PQ_LANES];
+        int   live = 0;
+        for (int h = 0; h < nq; ++h) {
+            const float slope = p->slope ? p->slope[h] : 1.0f;
+            for (int r = 0; r < PQ_LANES; ++r) {
+                float b = r < nl ? 0.0f : -INFINITY;
+                if (r < nl && p->mask) {
+                    b = slope * pq_fp16_to_f32(p->mask[(size_t) h * p->mask_stride + r0 + r]);
+                }
+                bias[h][r] = b;
+                live |= b != -INFINITY;
+            }
+        }
+        if (!live) {
+            continue;
+        }
+
+        // scores: each K block decoded once, dotted with every query
+        const pq_vi koff = pq_lane_offsets(p->k_row_stride, nl);
+        pq_vf       dots[GGML_POLAR_CPU_ATTN_MAX_Q];
+        for (int h = 0; h < nq; ++h) {
+            dots[h] = pq_splat(0.0f);
+        }
+        for (int ib = 0; ib < nblkk; ++ib) {
+            pq_vf val[PQ_BLOCK];
+            pq_lanes(p->k_type, krows + (size_t) r0 * p->k_row_stride + (size_t) ib * p->k_type->type_size, koff, val);
+            for (int h = 0; h < nq; ++h) {
+                const float * qh = p->q + (size_t) h * p->q_stride + ib * PQ_BLOCK;
+                pq_vf         d  = dots[h];
+                for (int v = 0; v < PQ_BLOCK; ++v) {
+                    d = pq_madd(val[v], pq_splat(qh[v]), d);
+                }
+                dots[h] = d;
+            }
+        }
+
+        // online softmax per query
+        pq_vf prob[GGML_POLAR_CPU_ATTN_MAX_Q];
+        int   any = 0;
+        for (int h = 0; h < nq; ++h) {
+            float s[PQ_LANES];
+            pq_store(s, pq_mul(dots[h], pq_splat(p->scale)));
+            float mt = -INFINITY;
+            for (int r = 0; r < PQ_LANES; ++r) {
+                if (p->softcap != 0.0f) {
+                    s[r] = p->softcap * tanhf(s[r]);
+                }
+                s[r] += bias[h][r];
+                mt = s[r] > mt ? s[r] : mt;
+            }
+            if (mt == -INFINITY) {
+                prob[h] = pq_splat(0.0f);
+                continue;
+            }
+            if (mt > M[h]) {
+                const float ms = expf(M[h] - mt);
+                M[h] = mt;
+                S[h] *= ms;
+                in_scale[h] *= ms;
+                const pq_vf vms = pq_splat(ms);
+                for (int d = 0; d < p->dv; ++d) {
+                    pq_store(accv + ((size_t) h * p->dv + d) * PQ_LANES,
+                             pq_mul(pq_load(accv + ((size_t) h * p->dv + d) * PQ_LANES), vms));
+                }
+            }
+            float sum = 0.0f;
+            for (int r = 0; r < PQ_LANES; ++r) {
+                s[r] = s[r] == -INFINITY ? 0.0f : expf(s[r] - M[h]);
+                sum += s[r];
+            }
+            S[h] += sum;
+            prob[h] = pq_load(s);
+            any = 1;
+        }
+        if (!any) {
+            continue;
+        }
+
+        // values: each V block decoded once, accumulated into every query's lanes
+        const pq_vi voff = pq_lane_offsets(p->v_row_stride, nl);
+        for (int ib = 0; ib < nblkv; ++ib) {
+            pq_vf val[PQ_BLOCK];
+            pq_lanes(p->v_type, vrows + (size_t) r0 * p->v_row_stride + (size_t) ib * p->v_type->type_size, voff, val);
+            for (int h = 0; h < nq; ++h) {
+                float * a = accv + ((size_t) h * p->dv + ib * PQ_BLOCK) * PQ_LANES;
+                for (int v = 0; v < PQ_BLOCK; ++v) {
+                    pq_store(a + v * PQ_LANES, pq_madd(val[v], prob[h], pq_load(a + v * PQ_LANES)));
+                }
+            }
+        }
+    }
+
+    for (int h = 0; h < nq; ++h) {
+        for (int d = 0; d < p->dv; ++d) {
+            acc[(size_t) h * p->dv + d] = acc[(size_t) h * p->dv + d] * in_scale[h] +
+                                          pq_hsum(pq_load(accv + ((size_t) h * p->dv + d) * PQ_LANES));
+        }
+    }
+}
+
 #else // no SIMD: the reference codec, one block (one lane) at a time
 
 int ggml_polar_cpu_lanes(void) { return 1; }
@@ -425,6 +614,87 @@ void ggml_polar_cpu_dequantize_row(const struct ggml_polar_cpu_type * t, const v
     assert(k % PQ_BLOCK == 0);
     for (int64_t b = 0; b < k / PQ_BLOCK; ++b) {
         pq_ref_decode(t, (const uint8_t *) x + b * t->type_size, y + b * PQ_BLOCK);
+    }
+}
+
+
+void ggml_polar_cpu_decode_tile_t(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride, int n,
+                                  int nblk, float * y, size_t y_stride) {
+    float val[PQ_BLOCK];
+    for (int r = 0; r < n; ++r) {
+        for (int ib = 0; ib < nblk; ++ib) {
+            pq_ref_decode(t, (const uint8_t *) x + (size_t) r * row_stride + (size_t) ib * t->type_size, val);
+            for (int v = 0; v < PQ_BLOCK; ++v) {
+                y[(size_t) (ib * PQ_BLOCK + v) * y_stride + r] = val[v];
+            }
+        }
+    }
+}
+
+void ggml_polar_cpu_decode_tile(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride, int n,
+                                int nblk, float * y, size_t y_stride) {
+    for (int r = 0; r < n; ++r) {
+        for (int ib = 0; ib < nblk; ++ib) {
+            pq_ref_decode(t, (const uint8_t *) x + (size_t) r * row_stride + (size_t) ib * t->type_size,
+                          y + (size_t) r * y_stride + ib * PQ_BLOCK);
+        }
+    }
+}
+
+size_t ggml_polar_cpu_attn_scratch(int nq, int dk, int dv) {
+    (void) nq;
+    return (size_t) dk + (size_t) dv;
+}
+
+void ggml_polar_cpu_attn(const struct ggml_polar_cpu_attn_params * p, float * M, float * S, float * acc,
+                         float * scratch) {
+    float * krow = scratch;
+    float * vrow = scratch + p->dk;
+    for (int r = 0; r < p->n_rows; ++r) {
+        int decoded_k = 0;
+        int decoded_v = 0;
+        for (int h = 0; h < p->nq; ++h) {
+            float bias = 0.0f;
+            if (p->mask) {
+                bias = (p->slope ? p->slope[h] : 1.0f) * pq_fp16_to_f32(p->mask[(size_t) h * p->mask_stride + r]);
+            }
+            if (bias == -INFINITY) {
+                continue;
+            }
+            if (!decoded_k) {
+                ggml_polar_cpu_decode_tile(p->k_type, (const uint8_t *) p->k + (size_t) r * p->k_row_stride, 0, 1,
+                                           p->dk / PQ_BLOCK, krow, 0);
+                decoded_k = 1;
+            }
+            const float * qh = p->q + (size_t) h * p->q_stride;
+            float         s  = 0.0f;
+            for (int d = 0; d < p->dk; ++d) {
+                s += krow[d] * qh[d];
+            }
+            s *= p->scale;
+            if (p->softcap != 0.0f) {
+                s = p->softcap * tanhf(s);
+            }
+            s += bias;
+            float ms = 1.0f;
+            float vs = 1.0f;
+            if (s > M[h]) {
+                ms   = expf(M[h] - s);
+                M[h] = s;
+            } else {
+                vs = expf(s - M[h]);
+            }
+            if (!decoded_v) {
+                ggml_polar_cpu_decode_tile(p->v_type, (const uint8_t *) p->v + (size_t) r * p->v_row_stride, 0, 1,
+                                           p->dv / PQ_BLOCK, vrow, 0);
+                decoded_v = 1;
+            }
+            float * a = acc + (size_t) h * p->dv;
+            for (int d = 0; d < p->dv; ++d) {
+                a[d] = a[d] * ms + vrow[d] * vs;
+            }
+            S[h] = S[h] * ms + vs;
+        }
     }
 }
 

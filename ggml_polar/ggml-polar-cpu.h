@@ -37,6 +37,43 @@ void ggml_polar_cpu_dot_rows(const struct ggml_polar_cpu_type * t, const void * 
 // Row-major decode of k values (k a multiple of 64), bit-identical to dequantize_row_<type>.
 void ggml_polar_cpu_dequantize_row(const struct ggml_polar_cpu_type * t, const void * x, float * y, int64_t k);
 
+// Tiles for a flash-attention GEMM: n rows of nblk blocks (row r at x + r*row_stride), decoded bit-identically.
+//   _t: transposed, y[d*y_stride + r] (the K^T tile);  plain: row-major, y[r*y_stride + d] (the V tile).
+void ggml_polar_cpu_decode_tile_t(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride, int n,
+                                  int nblk, float * y, size_t y_stride);
+void ggml_polar_cpu_decode_tile(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride, int n,
+                                int nblk, float * y, size_t y_stride);
+
+// Flash attention of nq query rows that share one KV head over n_rows cache rows, both K and V polar: every K row
+// is decoded once for all nq queries, every V row once. Online softmax, unnormalized partial results:
+// on entry and exit, for query h: M[h] (running max), S[h] (sum of exp(s - M)), acc[h*dv + d] (sum of
+// exp(s - M) * v). Start a query with M = -INFINITY, S = 0, acc = 0; merge chunks like any flash-attention partials.
+struct ggml_polar_cpu_attn_params {
+    const struct ggml_polar_cpu_type * k_type;
+    const struct ggml_polar_cpu_type * v_type;
+    const void *     k;            // row 0 of the chunk
+    size_t           k_row_stride; // bytes
+    const void *     v;
+    size_t           v_row_stride;
+    int              n_rows;
+    int              dk;           // multiples of 64
+    int              dv;
+    const float *    q;            // query h at q + h*q_stride
+    size_t           q_stride;     // floats
+    int              nq;           // at most GGML_POLAR_CPU_ATTN_MAX_Q
+    const uint16_t * mask;         // fp16 bits; query h's entry for row r at mask[h*mask_stride + r]; NULL: none
+    size_t           mask_stride;  // elements (0: one mask row for every query)
+    const float *    slope;        // per query, multiplies the mask (ALiBi); NULL: 1
+    float            scale;        // applied to q.k (before the soft cap)
+    float            softcap;      // 0: none, else s = softcap * tanh(s)
+};
+#define GGML_POLAR_CPU_ATTN_MAX_Q 16
+
+// Floats of scratch ggml_polar_cpu_attn needs (per calling thread).
+size_t ggml_polar_cpu_attn_scratch(int nq, int dk, int dv);
+void   ggml_polar_cpu_attn(const struct ggml_polar_cpu_attn_params * p, float * M, float * S, float * acc,
+                           float * scratch);
+
 #ifdef __cplusplus
 }
 #endif

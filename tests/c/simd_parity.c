@@ -37,6 +37,80 @@ static int same_value(float a, float b) {
     return ua == ub || (isnan(a) && isnan(b));
 }
 
+// ggml_polar_cpu_attn against softmax(scale * q.K^T + mask) V in double precision over the reference decode, with
+// the rows split into two chunks merged as flash-attention partials. Bound: 4e-5 absolute (v is O(1)).
+static int check_attention(void) {
+    enum { ROWS = 83, NQ = 3, DK = 128, DV = 128 };
+    static float   kv[ROWS * DK];
+    static uint8_t kq[ROWS * 4 * 64], vq[ROWS * 4 * 64];
+    static float   kref[ROWS * DK], vref[ROWS * DV];
+    static float   scratch[NQ * DV * GGML_POLAR_CPU_MAX_LANES + DK + DV];
+    float          q[NQ * DK], slope[NQ] = { 1.0f, 0.5f, 0.25f };
+    uint16_t       mask[NQ * ROWS];
+    int            failures = 0;
+
+    for (int ti = 0; ti < ggml_polar_type_count(); ++ti) {
+        const struct ggml_polar_type_info * info = ggml_polar_get_type_info(ti);
+        const struct ggml_polar_cpu_type *  t    = ggml_polar_cpu_type_by_name(info->name);
+        const size_t                        row  = (DK / 64) * info->type_size;
+        for (int softcap = 0; softcap < 2; ++softcap) {
+            for (int i = 0; i < ROWS * DK; ++i) kv[i] = rng_normal();
+            info->from_float_ref(kv, kq, ROWS * DK);
+            for (int i = 0; i < ROWS * DV; ++i) kv[i] = rng_normal();
+            info->from_float_ref(kv, vq, ROWS * DV);
+            info->to_float(kq, kref, ROWS * DK);
+            info->to_float(vq, vref, ROWS * DV);
+            for (int i = 0; i < NQ * DK; ++i) q[i] = rng_normal();
+            for (int i = 0; i < NQ * ROWS; ++i) {
+                // -inf (0xfc00) on a few rows, small biases elsewhere (fp16 bits of 0, -1, 0.5)
+                const uint32_t u = rng_u32() % 10;
+                mask[i] = u == 0 ? 0xfc00 : (u == 1 ? 0xbc00 : (u == 2 ? 0x3800 : 0));
+            }
+            const float scale = 0.125f, cap = softcap ? 5.0f : 0.0f;
+
+            float M[NQ], S[NQ], acc[NQ * DV];
+            for (int h = 0; h < NQ; ++h) { M[h] = -INFINITY; S[h] = 0.0f; }
+            memset(acc, 0, sizeof(acc));
+            const int split = 37;
+            for (int c = 0; c < 2; ++c) {
+                const int r0 = c ? split : 0, n = c ? ROWS - split : split;
+                struct ggml_polar_cpu_attn_params p = {
+                    t, t, kq + r0 * row, row, vq + r0 * row, row, n, DK, DV, q, DK, NQ, mask + r0, ROWS, slope,
+                    scale, cap,
+                };
+                ggml_polar_cpu_attn(&p, M, S, acc, scratch);
+            }
+            for (int h = 0; h < NQ; ++h) {
+                double sc[ROWS], mx = -INFINITY, sum = 0.0;
+                for (int r = 0; r < ROWS; ++r) {
+                    double s = 0.0;
+                    for (int d = 0; d < DK; ++d) s += (double) kref[r * DK + d] * q[h * DK + d];
+                    s *= scale;
+                    if (cap != 0.0f) s = cap * tanh(s);
+                    const uint16_t m = mask[h * ROWS + r];
+                    s += m == 0xfc00 ? -INFINITY : slope[h] * (m == 0xbc00 ? -1.0 : (m == 0x3800 ? 0.5 : 0.0));
+                    sc[r] = s;
+                    mx = s > mx ? s : mx;
+                }
+                for (int r = 0; r < ROWS; ++r) { sc[r] = exp(sc[r] - mx); sum += sc[r]; }
+                for (int d = 0; d < DV; ++d) {
+                    double o = 0.0;
+                    for (int r = 0; r < ROWS; ++r) o += sc[r] * vref[r * DV + d];
+                    o /= sum;
+                    const double got = acc[h * DV + d] / S[h];
+                    if (!(fabs(got - o) <= 1e-5 * 4.0)) {
+                        printf("%s attention (softcap %d): query %d value %d: %.7g vs %.7g\n", info->name, softcap,
+                               h, d, got, o);
+                        ++failures;
+                        d = DV;
+                    }
+                }
+            }
+        }
+    }
+    return failures;
+}
+
 int main(void) {
     enum { ROWS = 37, MAX_BLK = 4 };      // 37 rows: full lane groups and a partial one on every ISA
     static float   values[ROWS * MAX_BLK * 64];
@@ -128,6 +202,7 @@ int main(void) {
             }
         }
     }
+    failures += check_attention();
     printf("%s %d lanes: %d failures\n", ggml_polar_cpu_isa(), lanes, failures);
     return failures != 0;
 }
