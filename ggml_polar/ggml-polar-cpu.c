@@ -222,6 +222,10 @@ static const struct ggml_polar_cpu_type pq_cpu_types[] = {
     { "pqk1",  NULL,            PQK1_TYPE_SIZE  },
 };
 
+size_t ggml_polar_cpu_attn_region(int dk, int dv) {
+    return (size_t) GGML_POLAR_CPU_ATTN_MAX_Q * (3 + (size_t) dv) + ggml_polar_cpu_attn_scratch(GGML_POLAR_CPU_ATTN_MAX_Q, dk, dv);
+}
+
 const struct ggml_polar_cpu_type * ggml_polar_cpu_type_by_name(const char * name) {
     for (size_t i = 0; i < sizeof(pq_cpu_types) / sizeof(pq_cpu_types[0]); ++i) {
         if (strcmp(pq_cpu_types[i].name, name) == 0) {

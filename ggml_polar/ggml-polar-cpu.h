@@ -71,6 +71,9 @@ struct ggml_polar_cpu_attn_params {
 
 // Floats of scratch ggml_polar_cpu_attn needs (per calling thread).
 size_t ggml_polar_cpu_attn_scratch(int nq, int dk, int dv);
+// Floats a flash-attention caller needs per thread for up to GGML_POLAR_CPU_ATTN_MAX_Q queries: M, S, slopes,
+// the accumulators and ggml_polar_cpu_attn's scratch.
+size_t ggml_polar_cpu_attn_region(int dk, int dv);
 void   ggml_polar_cpu_attn(const struct ggml_polar_cpu_attn_params * p, float * M, float * S, float * acc,
                            float * scratch);
 
