@@ -237,6 +237,16 @@ const struct ggml_polar_cpu_type * ggml_polar_cpu_type_by_name(const char * name
 
 #if defined(PQ_LANES)
 
+// The per-type decoders below inline the whole decode with the type's layout as constants, so every shift, offset
+// and loop count is known to the compiler.
+#if defined(__GNUC__)
+#define PQ_INLINE static inline __attribute__((always_inline))
+#define PQ_UNROLL _Pragma("GCC unroll 64")
+#else
+#define PQ_INLINE static inline
+#define PQ_UNROLL
+#endif
+
 int ggml_polar_cpu_lanes(void) { return PQ_LANES; }
 const char * ggml_polar_cpu_isa(void) { return PQ_ISA; }
 
@@ -247,7 +257,7 @@ typedef struct {
     int   type_size;
 } pq_words;
 
-static inline void pq_words_load(pq_words * b, const uint8_t * x, pq_vi offsets, int type_size) {
+PQ_INLINE void pq_words_load(pq_words * b, const uint8_t * x, pq_vi offsets, int type_size) {
     b->type_size = type_size;
     b->nw        = (type_size + 3) / 4;
     for (int k = 0; k < b->nw; ++k) {
@@ -256,14 +266,14 @@ static inline void pq_words_load(pq_words * b, const uint8_t * x, pq_vi offsets,
     }
 }
 
-static inline int pq_word_bit(const pq_words * b, int k) {
+PQ_INLINE int pq_word_bit(const pq_words * b, int k) {
     return 8 * (4 * k < b->type_size - 4 ? 4 * k : b->type_size - 4);
 }
 
 // The nbits-bit field at bit p of every lane's block (nbits <= 16).
-static inline pq_vi pq_field(const pq_words * b, int p, int nbits) {
-    int k = b->nw - 1;
-    while (pq_word_bit(b, k) > p) { // the last word that starts at or before p
+PQ_INLINE pq_vi pq_field(const pq_words * b, int p, int nbits) {
+    int k = p >> 5 < b->nw - 1 ? p >> 5 : b->nw - 1;
+    while (pq_word_bit(b, k) > p) { // the last word that starts at or before p (only the clamped last one may not)
         --k;
     }
     const int   base = pq_word_bit(b, k);
@@ -277,7 +287,7 @@ static inline pq_vi pq_field(const pq_words * b, int p, int nbits) {
 }
 
 // pq_fp16_to_f32 on every lane, with integer operations (exact, NaN payloads included).
-static inline pq_vf pq_fp16_lanes(pq_vi h) {
+PQ_INLINE pq_vf pq_fp16_lanes(pq_vi h) {
     const pq_vi sign = pq_sll(pq_and(h, pq_splat_i(0x8000)), 16);
     const pq_vi e    = pq_and(pq_srl(h, 10), pq_splat_i(0x1f));
     const pq_vi m    = pq_and(h, pq_splat_i(0x3ff));
@@ -290,20 +300,22 @@ static inline pq_vf pq_fp16_lanes(pq_vi h) {
 }
 
 // The reference decode of one block in every lane (pq_tree_decode_block): val[v] holds value v of each lane's block.
-static void pq_tree_lanes(const struct ggml_polar_cpu_type * t, const uint8_t * x, pq_vi offsets, pq_vf * val) {
-    const pq_tree_desc * d = t->desc;
-    const int            n = 1 << d->levels;
-    pq_words             b;
+PQ_INLINE void pq_tree_lanes(const pq_tree_desc * d, const uint8_t * x, pq_vi offsets, pq_vf * val) {
+    const int n = 1 << d->levels;
+    pq_words  b;
     pq_words_load(&b, x, offsets, d->type_size);
+    PQ_UNROLL
     for (int g = 0; g < d->groups; ++g) {
         pq_vf * gv = val + g * n;
         gv[0] = d->radius_format == PQ_RADIUS_FP16 ? pq_fp16_lanes(pq_field(&b, 16 * g, 16))
                                                    : pq_gather_f32(pq_log8_value, pq_field(&b, 8 * g, 8));
         const int code_bit0 = 8 * d->groups * (d->radius_format == PQ_RADIUS_FP16 ? 2 : 1);
+        PQ_UNROLL
         for (int l = d->levels - 1; l >= 0; --l) {
             const int    nodes = n >> (l + 1);
             const pq_tab tc    = pq_tab_load(pq_cos + d->table_offset[l], d->bits[l]);
             const pq_tab ts    = pq_tab_load(pq_sin + d->table_offset[l], d->bits[l]);
+            PQ_UNROLL
             for (int j = nodes - 1; j >= 0; --j) {
                 const pq_vi code = pq_field(&b, code_bit0 + d->code_offset[l] + (g * nodes + j) * d->bits[l], d->bits[l]);
                 const pq_vf a    = gv[j];
@@ -319,18 +331,31 @@ static void pqk1_lanes(const uint8_t * x, pq_vi offsets, pq_vf * val) {
     pq_words b;
     pq_words_load(&b, x, offsets, PQK1_TYPE_SIZE);
     const pq_vf r = pq_gather_f32(pq_log8_value, pq_field(&b, 0, 8));
+    PQ_UNROLL
     for (int i = 0; i < PQ_BLOCK; ++i) {
         const float m = pq_key_magnitude[i];
         val[i] = pq_mul(r, pq_select(pq_eq0(pq_field(&b, 8 + i, 1)), pq_splat(m), pq_splat(-m)));
     }
 }
 
-static inline void pq_lanes(const struct ggml_polar_cpu_type * t, const uint8_t * x, pq_vi offsets, pq_vf * val) {
-    if (t->desc) {
-        pq_tree_lanes(t, x, offsets, val);
-    } else {
-        pqk1_lanes(x, offsets, val);
+#define PQ_TREE_LANES(name)                                                            \
+    static void name##_lanes(const uint8_t * x, pq_vi offsets, pq_vf * val) {          \
+        pq_tree_lanes(&name##_cpu_desc, x, offsets, val);                              \
     }
+PQ_TREE_LANES(pq38p)
+PQ_TREE_LANES(pq27)
+PQ_TREE_LANES(pq32)
+PQ_TREE_LANES(pq37)
+PQ_TREE_LANES(pq42)
+PQ_TREE_LANES(pq46)
+
+typedef void (*pq_lanes_fn)(const uint8_t * x, pq_vi offsets, pq_vf * val);
+static const pq_lanes_fn pq_lanes_of[] = { // in pq_cpu_types order
+    pq38p_lanes, pq27_lanes, pq32_lanes, pq37_lanes, pq42_lanes, pq46_lanes, pqk1_lanes,
+};
+
+static inline void pq_lanes(const struct ggml_polar_cpu_type * t, const uint8_t * x, pq_vi offsets, pq_vf * val) {
+    pq_lanes_of[t - pq_cpu_types](x, offsets, val);
 }
 
 // offsets must fit in 32 bits: with a larger stride, fall back to the reference one block at a time

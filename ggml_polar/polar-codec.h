@@ -139,16 +139,29 @@ static inline unsigned pq_get_code(PQ_DEVICE const uint8_t * qs, int bitpos, int
     return (v >> shift) & ((1u << nbits) - 1);
 }
 
-// The bytes must be zeroed first.
+// The bytes must be zeroed first. A field of at most 8 bits touches at most two bytes.
 static inline void pq_put_code(PQ_DEVICE uint8_t * qs, int bitpos, int nbits, unsigned code) {
-    for (int i = 0; i < nbits; ++i) {
-        qs[(bitpos + i) >> 3] |= (uint8_t) (((code >> i) & 1) << ((bitpos + i) & 7));
+    const unsigned v     = code << (bitpos & 7);
+    const int      first = bitpos >> 3;
+    qs[first] |= (uint8_t) (v & 0xff);
+    if ((bitpos & 7) + nbits > 8) {
+        qs[first + 1] |= (uint8_t) (v >> 8);
     }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Encoding
 // ---------------------------------------------------------------------------------------------------------------
+
+// The number of boundaries t[i] with y > t[i] * x: branch-free, so compilers vectorize it.
+static inline unsigned pq_count_below(float y, float x, int n, PQ_CONSTANT const float * t) {
+    PQ_FP_SAFE
+    unsigned count = 0;
+    for (int i = 0; i < n; ++i) {
+        count += y > t[i] * x ? 1u : 0u;
+    }
+    return count;
+}
 
 // Level 1: the angle of (x, y) on the whole circle. The quadrant takes the top 2 bits; inside it the pair is turned
 // into (u > 0, v >= 0) and the bin is the number of boundaries b with v > tan(b) * u. (0, 0) is quadrant 0, bin 0.
@@ -168,23 +181,13 @@ static inline unsigned pq_level1_code(float x, float y, int bits, PQ_CONSTANT co
     } else {
         q = 0; u = 0.0f; v = 0.0f;
     }
-    const int nb  = (1 << (bits - 2)) - 1;
-    unsigned  bin = 0;
-    for (int i = 0; i < nb; ++i) {
-        bin += v > tan_bound[i] * u ? 1u : 0u;
-    }
-    return (q << (bits - 2)) | bin;
+    return (q << (bits - 2)) | pq_count_below(v, u, (1 << (bits - 2)) - 1, tan_bound);
 }
 
 // Levels >= 2: the angle atan(sqrt(b / a)) of two squared radii, binned by b > tan^2(boundary) * a.
 static inline unsigned pq_level_code(float a, float b, int bits, PQ_CONSTANT const float * tan2_bound) {
     PQ_FP_SAFE
-    const int nb  = (1 << bits) - 1;
-    unsigned  bin = 0;
-    for (int i = 0; i < nb; ++i) {
-        bin += b > tan2_bound[i] * a ? 1u : 0u;
-    }
-    return bin;
+    return pq_count_below(b, a, (1 << bits) - 1, tan2_bound);
 }
 
 // Sanitizes n values into v and scales them by 2^k (k returned) so that their squares are safe.
