@@ -41,6 +41,13 @@ static inline pq_vi pq_gather_u32(const uint8_t * base, pq_vi offsets) { return 
 static inline pq_vf pq_gather_f32(const float * table, pq_vi idx) { return _mm512_i32gather_ps(idx, table, 4); }
 static inline void  pq_store(float * y, pq_vf v) { _mm512_storeu_ps(y, v); }
 static inline pq_vf pq_load(const float * y) { return _mm512_loadu_ps(y); }
+static inline pq_vf pq_add(pq_vf a, pq_vf b) { return _mm512_add_ps(a, b); }
+static inline pq_vi pq_load_u16(const uint16_t * x) { return _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *) x)); }
+static inline pq_vf pq_max(pq_vf a, pq_vf b) { return _mm512_max_ps(a, b); }
+static inline float pq_hmax(pq_vf a) { return _mm512_reduce_max_ps(a); }
+static inline pq_vf pq_round(pq_vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+static inline pq_vf pq_ldexp(pq_vf a, pq_vf n) { return _mm512_scalef_ps(a, n); } // a * 2^n, n integral
+static inline pq_vm pq_lt(pq_vf a, pq_vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
 static inline float pq_lane(pq_vf v, int r) { float t[PQ_LANES]; _mm512_storeu_ps(t, v); return t[r]; }
 
 // A level's codebook in registers: up to 64 entries, read with masked loads (never past the table's end).
@@ -106,6 +113,21 @@ static inline pq_vi pq_gather_u32(const uint8_t * base, pq_vi offsets) { return 
 static inline pq_vf pq_gather_f32(const float * table, pq_vi idx) { return _mm256_i32gather_ps(table, idx, 4); }
 static inline void  pq_store(float * y, pq_vf v) { _mm256_storeu_ps(y, v); }
 static inline pq_vf pq_load(const float * y) { return _mm256_loadu_ps(y); }
+static inline pq_vf pq_add(pq_vf a, pq_vf b) { return _mm256_add_ps(a, b); }
+static inline pq_vi pq_load_u16(const uint16_t * x) { return _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *) x)); }
+static inline pq_vf pq_max(pq_vf a, pq_vf b) { return _mm256_max_ps(a, b); }
+static inline float pq_hmax(pq_vf a) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+static inline pq_vf pq_round(pq_vf a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+static inline pq_vf pq_ldexp(pq_vf a, pq_vf n) { // a * 2^n for integral n in [-126, 127]
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(a, _mm256_castsi256_ps(e));
+}
+static inline pq_vm pq_lt(pq_vf a, pq_vf b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
 static inline float pq_lane(pq_vf v, int r) { float t[PQ_LANES]; _mm256_storeu_ps(t, v); return t[r]; }
 
 // Up to 8 entries live in a register (a permute); larger codebooks are gathered from the table itself.
@@ -173,6 +195,16 @@ static inline pq_vf pq_gather_f32(const float * table, pq_vi idx) {
 }
 static inline void  pq_store(float * y, pq_vf v) { vst1q_f32(y, v); }
 static inline pq_vf pq_load(const float * y) { return vld1q_f32(y); }
+static inline pq_vf pq_add(pq_vf a, pq_vf b) { return vaddq_f32(a, b); }
+static inline pq_vi pq_load_u16(const uint16_t * x) { return vmovl_u16(vld1_u16(x)); }
+static inline pq_vf pq_max(pq_vf a, pq_vf b) { return vmaxq_f32(a, b); }
+static inline float pq_hmax(pq_vf a) { return vmaxvq_f32(a); }
+static inline pq_vf pq_round(pq_vf a) { return vrndnq_f32(a); }
+static inline pq_vf pq_ldexp(pq_vf a, pq_vf n) { // a * 2^n for integral n in [-126, 127]
+    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(a, vreinterpretq_f32_s32(e));
+}
+static inline pq_vm pq_lt(pq_vf a, pq_vf b) { return vcltq_f32(a, b); }
 static inline float pq_lane(pq_vf v, int r) { float t[PQ_LANES]; vst1q_f32(t, v); return t[r]; }
 
 // Codebooks of up to 16 entries are a 64-byte table for one TBL over the four bytes of each float.
@@ -472,6 +504,25 @@ size_t ggml_polar_cpu_attn_scratch(int nq, int dk, int dv) {
     return (size_t) nq * (size_t) dv * PQ_LANES;
 }
 
+// exp(x) for the softmax, x <= 0 (scores minus their running max): 2^n * 2^f with n = round(x / ln 2) and a degree-6
+// polynomial for e^r, |r| <= ln(2)/2; relative error about 2 ulp. Below -87 (and -INFINITY, a masked score) it is 0.
+static inline pq_vf pq_exp_nonpos(pq_vf x) {
+    const pq_vf lo = pq_splat(-87.0f);
+    const pq_vf xc = pq_max(x, lo);
+    const pq_vf n  = pq_round(pq_mul(xc, pq_splat(1.44269504f)));
+    // r = x - n * ln2, in two steps (ln2 = 0.693145751953125 + 1.428606765330187e-06)
+    pq_vf r = pq_madd(n, pq_splat(-0.693145751953125f), xc);
+    r       = pq_madd(n, pq_splat(-1.428606765330187e-06f), r);
+    pq_vf p = pq_splat(1.3888889e-3f);
+    p = pq_madd(p, r, pq_splat(8.3333333e-3f));
+    p = pq_madd(p, r, pq_splat(4.1666667e-2f));
+    p = pq_madd(p, r, pq_splat(1.6666667e-1f));
+    p = pq_madd(p, r, pq_splat(0.5f));
+    p = pq_madd(p, r, pq_splat(1.0f));
+    p = pq_madd(p, r, pq_splat(1.0f));
+    return pq_select(pq_lt(x, lo), pq_splat(0.0f), pq_ldexp(p, n));
+}
+
 static inline float pq_hsum(pq_vf v) {
     float t[PQ_LANES];
     pq_store(t, v);
@@ -503,19 +554,31 @@ void ggml_polar_cpu_attn(const struct ggml_polar_cpu_attn_params * p, float * M,
     for (int r0 = 0; r0 < p->n_rows; r0 += PQ_LANES) {
         const int nl = p->n_rows - r0 < PQ_LANES ? p->n_rows - r0 : PQ_LANES;
 
-        // mask and ALiBi bias of the tile; a tile masked for every query is skipped before any decoding
-        float bias[GGML_POLAR_CPU_ATTN_MAX_Q][PQ_LANES];
+        // mask and ALiBi bias of the tile (lanes past the rows: -INFINITY); a tile masked for every query is skipped
+        // before any decoding
+        pq_vf bias[GGML_POLAR_CPU_ATTN_MAX_Q];
         int   live = 0;
         for (int h = 0; h < nq; ++h) {
-            const float slope = p->slope ? p->slope[h] : 1.0f;
-            for (int r = 0; r < PQ_LANES; ++r) {
-                float b = r < nl ? 0.0f : -INFINITY;
-                if (r < nl && p->mask) {
-                    b = slope * pq_fp16_to_f32(p->mask[(size_t) h * p->mask_stride + r0 + r]);
+            if (h > 0 && p->mask_stride == 0 && (!p->slope || p->slope[h] == p->slope[0])) {
+                bias[h] = bias[0];
+            } else if (p->mask) {
+                const uint16_t * m = p->mask + (size_t) h * p->mask_stride + r0;
+                uint16_t         pad[PQ_LANES];
+                if (nl < PQ_LANES) {
+                    for (int r = 0; r < PQ_LANES; ++r) {
+                        pad[r] = r < nl ? m[r] : 0xfc00; // fp16 -INFINITY
+                    }
+                    m = pad;
                 }
-                bias[h][r] = b;
-                live |= b != -INFINITY;
+                bias[h] = pq_mul(pq_fp16_lanes(pq_load_u16(m)), pq_splat(p->slope ? p->slope[h] : 1.0f));
+            } else {
+                float b[PQ_LANES];
+                for (int r = 0; r < PQ_LANES; ++r) {
+                    b[r] = r < nl ? 0.0f : -INFINITY;
+                }
+                bias[h] = pq_load(b);
             }
+            live |= pq_hmax(bias[h]) != -INFINITY;
         }
         if (!live) {
             continue;
@@ -540,20 +603,21 @@ void ggml_polar_cpu_attn(const struct ggml_polar_cpu_attn_params * p, float * M,
             }
         }
 
-        // online softmax per query
+        // online softmax per query, vectorized over the tile's rows
         pq_vf prob[GGML_POLAR_CPU_ATTN_MAX_Q];
         int   any = 0;
         for (int h = 0; h < nq; ++h) {
-            float s[PQ_LANES];
-            pq_store(s, pq_mul(dots[h], pq_splat(p->scale)));
-            float mt = -INFINITY;
-            for (int r = 0; r < PQ_LANES; ++r) {
-                if (p->softcap != 0.0f) {
-                    s[r] = p->softcap * tanhf(s[r]);
+            pq_vf s = pq_mul(dots[h], pq_splat(p->scale));
+            if (p->softcap != 0.0f) {
+                float t[PQ_LANES];
+                pq_store(t, s);
+                for (int r = 0; r < PQ_LANES; ++r) {
+                    t[r] = p->softcap * tanhf(t[r]);
                 }
-                s[r] += bias[h][r];
-                mt = s[r] > mt ? s[r] : mt;
+                s = pq_load(t);
             }
+            s = pq_add(s, bias[h]);
+            const float mt = pq_hmax(s);
             if (mt == -INFINITY) {
                 prob[h] = pq_splat(0.0f);
                 continue;
@@ -569,13 +633,8 @@ void ggml_polar_cpu_attn(const struct ggml_polar_cpu_attn_params * p, float * M,
                              pq_mul(pq_load(accv + ((size_t) h * p->dv + d) * PQ_LANES), vms));
                 }
             }
-            float sum = 0.0f;
-            for (int r = 0; r < PQ_LANES; ++r) {
-                s[r] = s[r] == -INFINITY ? 0.0f : expf(s[r] - M[h]);
-                sum += s[r];
-            }
-            S[h] += sum;
-            prob[h] = pq_load(s);
+            prob[h] = pq_exp_nonpos(pq_add(s, pq_splat(-M[h])));
+            S[h] += pq_hsum(prob[h]);
             any = 1;
         }
         if (!any) {
