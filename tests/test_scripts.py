@@ -1,4 +1,6 @@
 """The project's scripts: source preparation fails loudly on a bad patch; the demo runs."""
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -42,3 +44,50 @@ def test_demo_rejects_bad_arguments():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--type", "q4_0"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "--type must be a polar type" in result.stderr
+
+
+def test_bench_script_prints_tokens_per_second_and_ratios(bin_dir, model_path, tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--types", "f16,q4_0,pq46",
+                             "--depths", "0,256", "--reps", "1", "--prompt", "64", "--gen", "8", "--json", str(out)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json.loads(out.read_text())
+    assert {(r["type"], r["test"], r["depth"]) for r in records} == {
+        (t, test, d) for t in ("f16", "q4_0", "pq46") for test in ("pp64", "tg8") for d in (0, 256)}
+    for r in records:
+        assert r["tps"] > 0
+        if r["type"] == "f16":
+            assert r["vs_f16"] == 1.0
+        if r["type"] == "q4_0":
+            assert r["vs_q4_0"] == 1.0
+    assert re.search(r"^pq46 +tg8 +256 +[\d.]+ ± +[\d.]+ +[\d.]+x +[\d.]+x$", result.stdout, flags=re.M), result.stdout
+
+
+def test_bench_script_rejects_unknown_types():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--types", "f16,pq99"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "unknown cache types ['pq99']" in result.stderr
+
+
+def test_report_writes_tables_and_plots(bin_dir, model_path, tmp_path):
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--chunks", "1", "--types",
+                             "f16,q4_0,pq46,pq37", "--depths", "0", "--reps", "1", "--out", str(out)],
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    md = (out / "report.md").read_text()
+    assert re.search(r"^\| pq46 \| 4\.625 \| [\d.]+ \| [\d.]+ \| [\d.]+% \|$", md, flags=re.M), md
+    assert re.search(r"^\| pq46 \| tg64 \| 0 \| [\d.]+ ± [\d.]+ \| [\d.]+x \| [\d.]+x \|$", md, flags=re.M), md
+    for png in ("kld_vs_bits.png", "speed_vs_depth.png", "kv_memory.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png})" in md
+    report = json.loads((out / "report.json").read_text())
+    assert [r["type"] for r in report["quality"]] == ["f16", "q4_0", "pq46", "pq37"]
+    assert "[" in result.stderr and "done" in result.stderr    # the progress bar
+
+
+def test_report_requires_f16():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--types", "q4_0,pq46"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "must include f16" in result.stderr
