@@ -1,0 +1,91 @@
+// Microbenchmark of the CPU codec on one machine: the reference encoder (the cache write), the SIMD block decoder,
+// and ggml_polar_cpu_attn over 4096 cache rows for 3 query heads sharing one KV head (SmolLM2's layout, head 64).
+//   cc -O3 -march=native -Iggml_polar scripts/codec_bench.c ggml_polar/ggml-polar-cpu.c ggml_polar/ggml-polar.c
+//      -lm -o build/codec_bench && build/codec_bench pq46
+#include "ggml-polar-cpu.h"
+#include "ggml-polar.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double) t.tv_sec + (double) t.tv_nsec * 1e-9;
+}
+
+int main(int argc, char ** argv) {
+    const char * name = argc > 1 ? argv[1] : "pq46";
+    const struct ggml_polar_cpu_type *  t    = ggml_polar_cpu_type_by_name(name);
+    const struct ggml_polar_type_info * info = NULL;
+    for (int i = 0; i < ggml_polar_type_count(); ++i) {
+        if (strcmp(ggml_polar_get_type_info(i)->name, name) == 0) {
+            info = ggml_polar_get_type_info(i);
+        }
+    }
+    if (!t || !info) {
+        fprintf(stderr, "unknown type %s\n", name);
+        return 2;
+    }
+    enum { ROWS = 4096, NKV = 3, NQ = 3, D = 64 };
+    const size_t ts = info->type_size;
+    float *   x = malloc(sizeof(float) * ROWS * NKV * D);
+    uint8_t * k = malloc(ROWS * NKV * ts);
+    uint8_t * v = malloc(ROWS * NKV * ts);
+    srand(1);
+    for (int i = 0; i < ROWS * NKV * D; ++i) {
+        x[i] = (float) rand() / (float) RAND_MAX - 0.5f;
+    }
+
+    double t0   = now();
+    int    reps = 10;
+    for (int r = 0; r < reps; ++r) {
+        info->from_float_ref(x, k, ROWS * NKV * D);
+    }
+    const double t_quant = (now() - t0) / (reps * (double) ROWS * NKV);
+    info->from_float_ref(x, v, ROWS * NKV * D);
+
+    const int lanes = ggml_polar_cpu_lanes();
+    float     tile[64 * GGML_POLAR_CPU_MAX_LANES];
+    t0   = now();
+    reps = 200;
+    for (int r = 0; r < reps; ++r) {
+        for (int r0 = 0; r0 + lanes <= ROWS; r0 += lanes) {
+            ggml_polar_cpu_decode_lanes(t, k + (size_t) r0 * NKV * ts, NKV * ts, lanes, tile);
+        }
+    }
+    const double t_decode = (now() - t0) / (reps * (double) ROWS);
+
+    float   q[NQ * D];
+    float   M[NQ], S[NQ], acc[NQ * D];
+    float * scratch = malloc(sizeof(float) * ggml_polar_cpu_attn_scratch(NQ, D, D));
+    for (int i = 0; i < NQ * D; ++i) {
+        q[i] = (float) rand() / (float) RAND_MAX;
+    }
+    struct ggml_polar_cpu_attn_params p = { t, t, k, NKV * ts, v, NKV * ts, ROWS, D, D, q, D, NQ, NULL, 0, NULL,
+                                            0.125f, 0.0f };
+    t0   = now();
+    reps = 200;
+    for (int r = 0; r < reps; ++r) {
+        for (int h = 0; h < NQ; ++h) {
+            M[h] = -INFINITY;
+            S[h] = 0.0f;
+        }
+        memset(acc, 0, sizeof(acc));
+        ggml_polar_cpu_attn(&p, M, S, acc, scratch);
+    }
+    const double t_attn = (now() - t0) / reps;
+
+    printf("%s (%s, %d lanes): encode %.0f ns/block, decode %.1f ns/block, attention %.1f ns per cache row "
+           "(%d rows x %d query heads: %.0f us)\n",
+           name, ggml_polar_cpu_isa(), lanes, t_quant * 1e9, t_decode * 1e9, t_attn * 1e9 / ROWS, ROWS, NQ,
+           t_attn * 1e6);
+    free(x);
+    free(k);
+    free(v);
+    free(scratch);
+    return 0;
+}
