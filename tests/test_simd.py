@@ -67,3 +67,15 @@ def test_neon_path_matches_the_reference_under_qemu(tmp_path):
                     "qemu-user)")
     last = build_and_run(tmp_path, cc, ["-static"], [qemu])
     assert last == "neon 4 lanes: 0 failures"
+
+
+def test_codec_benchmark_builds_and_reports(tmp_path):
+    exe = tmp_path / "codec_bench"
+    build = subprocess.run([shutil.which("cc") or "gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(SRC),
+                            str(ROOT / "scripts" / "codec_bench.c"), str(SRC / "ggml-polar-cpu.c"),
+                            str(SRC / "ggml-polar.c"), "-lm", "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe), "pq46"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.startswith("pq46 (") and "ns per cache row" in run.stdout
+    bad = subprocess.run([str(exe), "pq99"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown type pq99" in bad.stderr
