@@ -237,6 +237,7 @@ struct ggml_polar_cpu_type {
     int                   type_size;
 };
 
+// The same generated layouts as ggml-polar.c, defined in this file so that the per-type decoders see them as constants.
 static const pq_tree_desc pq38p_cpu_desc = PQ38P_DESC;
 static const pq_tree_desc pq27_cpu_desc  = PQ27_DESC;
 static const pq_tree_desc pq32_cpu_desc  = PQ32_DESC;

@@ -101,6 +101,23 @@ def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
+def label(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+
+
+def save(fig, out: Path, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def plot(report: dict, out: Path) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
@@ -116,16 +133,10 @@ def plot(report: dict, out: Path) -> list[str]:
             ax.annotate(r["type"], (r["bits"], r["kld"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     hull = frontier([(r["bits"], r["kld"]) for r in q])
     ax.plot([b for b, _ in hull], [k for _, k in hull], "k--", lw=0.8, label="frontier")
-    ax.set_xlabel("bits per cached value")
-    ax.set_ylabel("mean KLD vs f16 cache (log)")
     ax.set_yscale("log")
-    ax.set_title(f"{report['model']}: quality per bit ({report['chunks']} x 512 tokens)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "kld_vs_bits.png", dpi=110)
-    plt.close(fig)
-    files.append("kld_vs_bits.png")
+    label(ax, "bits per cached value", "mean KLD vs f16 cache (log)",
+          f"{report['model']}: quality per bit ({report['chunks']} x 512 tokens)")
+    files.append(save(fig, out, "kld_vs_bits.png"))
 
     speed = report["speed"]
     tests = sorted({r["test"] for r in speed})
@@ -136,15 +147,9 @@ def plot(report: dict, out: Path) -> list[str]:
             if pts:
                 style = "-o" if t in llama_polar.TYPES else "--s"
                 ax.plot([d for d, _ in pts], [v for _, v in pts], style, label=t, ms=4)
-        ax.set_xlabel("depth (tokens already in the cache)")
-        ax.set_ylabel("tokens/s")
-        ax.set_title(f"{test}, {report['threads']} threads, flash attention on")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "speed_vs_depth.png", dpi=110)
-    plt.close(fig)
-    files.append("speed_vs_depth.png")
+        label(ax, "depth (tokens already in the cache)", "tokens/s",
+              f"{test}, {report['threads']} threads, flash attention on")
+    files.append(save(fig, out, "speed_vs_depth.png"))
 
     ctxs, mem = report["memory"]["context"], report["memory"]["mib"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -152,15 +157,8 @@ def plot(report: dict, out: Path) -> list[str]:
         ax.plot(ctxs, mem[t], "-o" if t in llama_polar.TYPES else "--s", label=t, ms=3)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
-    ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("KV cache (MiB, log)")
-    ax.set_title(f"{report['model']}: KV cache size")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "kv_memory.png", dpi=110)
-    plt.close(fig)
-    files.append("kv_memory.png")
+    label(ax, "context length (tokens)", "KV cache (MiB, log)", f"{report['model']}: KV cache size")
+    files.append(save(fig, out, "kv_memory.png"))
     return files
 
 
