@@ -437,21 +437,6 @@ void ggml_polar_cpu_dot_rows(const struct ggml_polar_cpu_type * t, const void * 
     }
 }
 
-void ggml_polar_cpu_dequantize_row(const struct ggml_polar_cpu_type * t, const void * x, float * y, int64_t k) {
-    assert(k % PQ_BLOCK == 0);
-    const int64_t nb = k / PQ_BLOCK;
-    float         tile[PQ_BLOCK * PQ_LANES];
-    for (int64_t b0 = 0; b0 < nb; b0 += PQ_LANES) {
-        const int nl = nb - b0 < PQ_LANES ? (int) (nb - b0) : PQ_LANES;
-        ggml_polar_cpu_decode_lanes(t, (const uint8_t *) x + b0 * t->type_size, (size_t) t->type_size, nl, tile);
-        for (int r = 0; r < nl; ++r) {
-            for (int v = 0; v < PQ_BLOCK; ++v) {
-                y[(b0 + r) * PQ_BLOCK + v] = tile[v * PQ_LANES + r];
-            }
-        }
-    }
-}
-
 void ggml_polar_cpu_decode_tile_t(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride, int n,
                                   int nblk, float * y, size_t y_stride) {
     const uint8_t * rows = (const uint8_t *) x;
@@ -699,14 +684,6 @@ void ggml_polar_cpu_dot_rows(const struct ggml_polar_cpu_type * t, const void * 
     }
 }
 
-void ggml_polar_cpu_dequantize_row(const struct ggml_polar_cpu_type * t, const void * x, float * y, int64_t k) {
-    assert(k % PQ_BLOCK == 0);
-    for (int64_t b = 0; b < k / PQ_BLOCK; ++b) {
-        pq_ref_decode(t, (const uint8_t *) x + b * t->type_size, y + b * PQ_BLOCK);
-    }
-}
-
-
 void ggml_polar_cpu_decode_tile_t(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride, int n,
                                   int nblk, float * y, size_t y_stride) {
     float val[PQ_BLOCK];
@@ -788,3 +765,9 @@ void ggml_polar_cpu_attn(const struct ggml_polar_cpu_attn_params * p, float * M,
 }
 
 #endif
+
+// A row of k values is a tile of k/64 one-block rows, one block apart, written 64 values apart.
+void ggml_polar_cpu_dequantize_row(const struct ggml_polar_cpu_type * t, const void * x, float * y, int64_t k) {
+    assert(k % PQ_BLOCK == 0 && k / PQ_BLOCK <= INT32_MAX);
+    ggml_polar_cpu_decode_tile(t, x, (size_t) t->type_size, (int) (k / PQ_BLOCK), 1, y, PQ_BLOCK);
+}

@@ -55,12 +55,15 @@ def with_ratios(records: list[dict]) -> list[dict]:
     return records
 
 
+def format_ratio(x: float | None) -> str:
+    return f"{x:.2f}x" if x is not None else "-"
+
+
 def table(records: list[dict]) -> str:
     lines = [f"{'type':7s} {'test':>6s} {'depth':>6s} {'tokens/s':>14s} {'vs f16':>7s} {'vs q4_0':>8s}"]
     for r in records:
-        ratio = lambda x: f"{x:.2f}x" if x is not None else "-"  # noqa: E731
         lines.append(f"{r['type']:7s} {r['test']:>6s} {r['depth']:6d} {r['tps']:8.2f} ± {r['sd']:5.2f} "
-                     f"{ratio(r['vs_f16']):>7s} {ratio(r['vs_q4_0']):>8s}")
+                     f"{format_ratio(r['vs_f16']):>7s} {format_ratio(r['vs_q4_0']):>8s}")
     return "\n".join(lines)
 
 

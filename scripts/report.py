@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -65,7 +66,6 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    import os
     return f"{name} ({os.cpu_count()} cores)"
 
 
@@ -172,10 +172,9 @@ def markdown(report: dict, command: str) -> str:
     lines += ["", "![KLD against bits per value](kld_vs_bits.png)", "",
               f"## Speed (llama-bench, {report['threads']} threads, {report['reps']} repetitions, ratios from the same "
               "run)", "", "| type | test | depth | tokens/s | vs f16 | vs q4_0 |", "|---|---|---:|---:|---:|---:|"]
-    ratio = lambda x: f"{x:.2f}x" if x is not None else "-"  # noqa: E731
     for r in report["speed"]:
         lines.append(f"| {r['type']} | {r['test']} | {r['depth']} | {r['tps']:.2f} ± {r['sd']:.2f} | "
-                     f"{ratio(r['vs_f16'])} | {ratio(r['vs_q4_0'])} |")
+                     f"{bench.format_ratio(r['vs_f16'])} | {bench.format_ratio(r['vs_q4_0'])} |")
     ctxs, mem = report["memory"]["context"], report["memory"]["mib"]
     lines += ["", "![tokens/s against depth](speed_vs_depth.png)", "",
               "## KV-cache memory (MiB, from the model's GGUF metadata)", "",

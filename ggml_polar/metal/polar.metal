@@ -112,6 +112,18 @@ typedef decltype(kernel_set_rows_pq<int64_t, block_pq46, quantize_pq46>) set_row
 // dispatch and arguments of ggml_metal_op_cpy.
 // ---------------------------------------------------------------------------------------------------------------
 
+// dst may have another shape than src: the byte offset in dst of src row (i01, i02, i03)'s first element, from its
+// flat element index; dst's element size nb0 covers per_nb0 elements (a block for a polar dst, 1 for f32)
+static inline int64_t pq_cpy_dst_offset(constant ggml_metal_kargs_cpy & args, int32_t i01, int32_t i02, int32_t i03,
+                                        int64_t per_nb0) {
+    const int64_t n  = ((int64_t) i03*args.ne02*args.ne01 + (int64_t) i02*args.ne01 + i01)*args.ne00;
+    const int64_t i3 = n / ((int64_t) args.ne2*args.ne1*args.ne0);
+    const int64_t i2 = (n - i3*args.ne2*args.ne1*args.ne0) / ((int64_t) args.ne1*args.ne0);
+    const int64_t i1 = (n - i3*args.ne2*args.ne1*args.ne0 - i2*args.ne1*args.ne0) / args.ne0;
+    const int64_t i0 = (n - i3*args.ne2*args.ne1*args.ne0 - i2*args.ne1*args.ne0 - i1*args.ne0) / per_nb0;
+    return i3*args.nb3 + i2*args.nb2 + i1*args.nb1 + i0*args.nb0;
+}
+
 template <typename block_t, void (*quantize)(device const float *, device block_t &)>
 kernel void kernel_cpy_f32_pq(
         constant ggml_metal_kargs_cpy & args,
@@ -129,14 +141,7 @@ kernel void kernel_cpy_f32_pq(
         return;
     }
 
-    // dst may have another shape: find the destination row from the flat element index
-    const int64_t n  = ((int64_t) i03*args.ne02*args.ne01 + (int64_t) i02*args.ne01 + i01)*args.ne00;
-    const int64_t i3 = n / ((int64_t) args.ne2*args.ne1*args.ne0);
-    const int64_t i2 = (n - i3*args.ne2*args.ne1*args.ne0) / ((int64_t) args.ne1*args.ne0);
-    const int64_t i1 = (n - i3*args.ne2*args.ne1*args.ne0 - i2*args.ne1*args.ne0) / args.ne0;
-    const int64_t i0 = (n - i3*args.ne2*args.ne1*args.ne0 - i2*args.ne1*args.ne0 - i1*args.ne0) / PQ_BLOCK;
-
-    device block_t     * dst_row = (device block_t     *) (dst  + i3*args.nb3   + i2*args.nb2   + i1*args.nb1 + i0*args.nb0);
+    device block_t     * dst_row = (device block_t     *) (dst + pq_cpy_dst_offset(args, i01, i02, i03, PQ_BLOCK));
     device const float * src     = (device const float *) (src0 + i03*args.nb03 + i02*args.nb02 + i01*args.nb01 + (ib*PQ_BLOCK)*args.nb00);
 
     quantize(src, dst_row[ib]);
@@ -161,14 +166,8 @@ kernel void kernel_cpy_pq_f32(
         return;
     }
 
-    const int64_t n  = ((int64_t) i03*args.ne02*args.ne01 + (int64_t) i02*args.ne01 + i01)*args.ne00;
-    const int64_t i3 = n / ((int64_t) args.ne2*args.ne1*args.ne0);
-    const int64_t i2 = (n - i3*args.ne2*args.ne1*args.ne0) / ((int64_t) args.ne1*args.ne0);
-    const int64_t i1 = (n - i3*args.ne2*args.ne1*args.ne0 - i2*args.ne1*args.ne0) / args.ne0;
-    const int64_t i0 = (n - i3*args.ne2*args.ne1*args.ne0 - i2*args.ne1*args.ne0 - i1*args.ne0);
-
     device const block_t * src_row = (device const block_t *) (src0 + i03*args.nb03 + i02*args.nb02 + i01*args.nb01);
-    device float4x4      * dst_row = (device float4x4      *) (dst  + i3*args.nb3   + i2*args.nb2   + i1*args.nb1 + i0*args.nb0);
+    device float4x4      * dst_row = (device float4x4      *) (dst  + pq_cpy_dst_offset(args, i01, i02, i03, 1));
 
     float4x4 v;
     dequantize(src_row + i16/(PQ_BLOCK/16), i16 % (PQ_BLOCK/16), v);
