@@ -258,3 +258,17 @@ PQ_TABLE float pq_key_magnitude[64] = {
 #define PQK1_TYPE_SIZE 9
 #define PQK1_GROUP_SIZE 64
 #define PQK1_REL_MSE 0.429478f   // closed form on preconditioned data
+
+// Every polar type in ggml type id order, as X(name, NAME, kind, ggml id): kind TREE is a recursive-polar
+// layout (NAME##_DESC), KEY the key mode. Code that handles every type expands this list instead of naming
+// the types, so a new type is one generator entry (plus its GGML_TYPE_ enum line in patch 0001).
+#define PQ_FOREACH_TYPE(X) \
+    X(pq27,  PQ27,  TREE, 43) \
+    X(pq32,  PQ32,  TREE, 44) \
+    X(pq37,  PQ37,  TREE, 45) \
+    X(pq38p, PQ38P, TREE, 46) \
+    X(pq42,  PQ42,  TREE, 47) \
+    X(pq46,  PQ46,  TREE, 48) \
+    X(pqk1,  PQK1,  KEY, 49)
+
+#define PQ_TYPE_COUNT 7

@@ -50,12 +50,16 @@ FP16_STEPS_PER_OCTAVE = 1024  # 10 mantissa bits
 # attention is made of, it dominates. On real K from SmolLM2 (see README, "How the radius format was chosen") the
 # 8-bit norm gave pq46 a logit error of 0.0269 against 0.0101 with fp16 for key-like queries; KLD was a tie.
 FAMILY_RADIUS = RADIUS_FP16
-# The rate-optimised family: (name, largest bits/value allowed). The name is floor(10 * bits/value).
-FAMILY = [("pq27", 2.75), ("pq32", 3.25), ("pq37", 3.75), ("pq42", 4.25), ("pq46", 4.625)]
+# Every type carries its ggml type id (GGML_TYPE_<NAME> in patch 0001). The ids are an on-disk format: a new type
+# takes the next free id, and everything that lists the types (the X-macro PQ_FOREACH_TYPE, the Python TYPE_LIST, the
+# Metal instances) lists them in id order.
+# The rate-optimised family: (name, largest bits/value allowed, ggml id). The name is floor(10 * bits/value).
+FAMILY = [("pq27", 2.75, 43), ("pq32", 3.25, 44), ("pq37", 3.75, 45), ("pq42", 4.25, 47), ("pq46", 4.625, 48)]
 # The paper's configuration: groups of 16, bits 4/2/2/2, fp16 radius per group.
-PAPER = ("pq38p", (4, 2, 2, 2), RADIUS_FP16)
+PAPER = ("pq38p", (4, 2, 2, 2), RADIUS_FP16, 46)
 # The MLX page's key mode: one bit per hyperspherical angle, 8-bit norm.
 KEY_MODE = "pqk1"
+KEY_MODE_ID = 49
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -207,6 +211,7 @@ class TreeType:
     name: str
     level_bits: tuple[int, ...]
     radius_format: int
+    ggml_id: int
     levels: int = 0
     groups: int = 0
     code_offset: list[int] = field(default_factory=list)
@@ -290,12 +295,12 @@ def best_allocation(rows, max_rate: float, radius_format: int):
 def build_types(books):
     rows = search_allocations(books)
     types = []
-    pname, pbits, pfmt = PAPER
-    types.append(TreeType(pname, pbits, pfmt))
-    for name, max_rate in FAMILY:
+    pname, pbits, pfmt, pid = PAPER
+    types.append(TreeType(pname, pbits, pfmt, pid))
+    for name, max_rate, ggml_id in FAMILY:
         rate, _, bits, fmt = best_allocation(rows, max_rate, FAMILY_RADIUS)
         assert name == f"pq{int(rate * 10 + 1e-9)}", (name, rate)
-        types.append(TreeType(name, bits, fmt))
+        types.append(TreeType(name, bits, fmt, ggml_id))
     for t in types:
         t.rho = float(np.prod([books[level, b].mean_cos_error for level, b in enumerate(t.level_bits, start=1)]))
     return types, rows
@@ -359,6 +364,15 @@ def collect(books):
     log_values, log_bounds = log8_tables()
     key_mags, key_rho = key_mode_magnitudes()
     return types, rows, tables, f32(log_values), f32(log_bounds), f32(key_mags), key_rho
+
+
+def type_list(types) -> list[tuple[str, str, int]]:
+    """(name, kind, ggml id) of every type in id order; kind "tree" (a recursive-polar layout) or "key"."""
+    entries = sorted([(t.name, "tree", t.ggml_id) for t in types] + [(KEY_MODE, "key", KEY_MODE_ID)],
+                     key=lambda e: e[2])
+    ids = [e[2] for e in entries]
+    assert len(set(ids)) == len(ids), f"two polar types share a ggml id: {entries}"
+    return entries
 
 
 def wrapped(items: list[str], per_line: int = 6) -> str:
@@ -433,6 +447,20 @@ def render_header(types, tables, log_values, log_bounds, key_mags, key_rho) -> s
         f"#define {KEY_MODE.upper()}_GROUP_SIZE {BLOCK}",
         f"#define {KEY_MODE.upper()}_REL_MSE {rel_mse(key_rho, RADIUS_LOG8):.6g}f   // closed form on preconditioned data",
         "",
+        "// Every polar type in ggml type id order, as X(name, NAME, kind, ggml id): kind TREE is a recursive-polar",
+        "// layout (NAME##_DESC), KEY the key mode. Code that handles every type expands this list instead of naming",
+        "// the types, so a new type is one generator entry (plus its GGML_TYPE_ enum line in patch 0001).",
+        "#define PQ_FOREACH_TYPE(X) \\",
+    ]
+    entries = type_list(types)
+    width = max(len(name) for name, _, _ in entries) + 1
+    for i, (name, kind, ggml_id) in enumerate(entries):
+        more = " \\" if i + 1 < len(entries) else ""
+        out.append(f"    X({(name + ',').ljust(width)} {(name.upper() + ',').ljust(width)} {kind.upper()}, {ggml_id}){more}")
+    out += [
+        "",
+        f"#define PQ_TYPE_COUNT {len(entries)}",
+        "",
     ]
     return "\n".join(out)
 
@@ -480,6 +508,14 @@ def render_python(types, tables, log_values, log_bounds, key_mags, key_rho) -> s
         f"    {KEY_MODE!r}: dict(type_size={KEY_TYPE_SIZE}, "
         f"expected_rel_mse={rel_mse(key_rho, RADIUS_LOG8):.6g}),",
         "}",
+        "# every type in ggml type id order: (name, kind), kind 'tree' (TREE_TYPES) or 'key' (KEY_TYPES)",
+        "TYPE_LIST = (",
+    ]
+    entries = type_list(types)
+    out += [f"    ({name!r}, {kind!r})," for name, kind, _ in entries]
+    out += [
+        ")",
+        "GGML_TYPE_IDS = {" + ", ".join(f"{name!r}: {ggml_id}" for name, _, ggml_id in entries) + "}",
         "",
     ]
     return "\n".join(out)
@@ -530,7 +566,7 @@ def generate():
     books = all_codebooks()
     types, rows, tables, log_values, log_bounds, key_mags, key_rho = collect(books)
     args = (types, tables, log_values, log_bounds, key_mags, key_rho)
-    metal = render_metal_instances([t.name for t in types] + [KEY_MODE])
+    metal = render_metal_instances([name for name, _, _ in type_list(types)])
     return books, types, rows, render_header(*args), render_python(*args), metal
 
 
@@ -551,7 +587,7 @@ def main(argv=None) -> int:
             if 2.4 <= rate <= 5.0:
                 print(f"{rate:9.4f}  {dist:.5f}   {str(bits):24s} {RADIUS_NAMES[fmt]}")
         print("\nradius format at each family rate: best whole-byte allocation with each format")
-        for name, max_rate in FAMILY:
+        for name, max_rate, _ in FAMILY:
             for fmt in (RADIUS_FP16, RADIUS_LOG8):
                 rate, dist, bits, _ = best_allocation(rows, max_rate, fmt)
                 print(f"{name:6s} {RADIUS_NAMES[fmt]:5s} {rate:7.4f}  {dist:.5f}   {bits}")

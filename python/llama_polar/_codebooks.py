@@ -215,3 +215,14 @@ TREE_TYPES = {
 KEY_TYPES = {
     'pqk1': dict(type_size=9, expected_rel_mse=0.429478),
 }
+# every type in ggml type id order: (name, kind), kind 'tree' (TREE_TYPES) or 'key' (KEY_TYPES)
+TYPE_LIST = (
+    ('pq27', 'tree'),
+    ('pq32', 'tree'),
+    ('pq37', 'tree'),
+    ('pq38p', 'tree'),
+    ('pq42', 'tree'),
+    ('pq46', 'tree'),
+    ('pqk1', 'key'),
+)
+GGML_TYPE_IDS = {'pq27': 43, 'pq32': 44, 'pq37': 45, 'pq38p': 46, 'pq42': 47, 'pq46': 48, 'pqk1': 49}
