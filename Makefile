@@ -5,6 +5,9 @@
 PYTHON    ?= python3
 VENV      := .venv
 PY        := $(VENV)/bin/python
+# The system python, before .venv exists: scripts/prepare_llama_cpp.py and scripts/get_model.py import only the
+# standard-library modules of llama_polar (paths, pypi, models).
+BOOTSTRAP := PYTHONPATH=python $(PYTHON)
 BUILD     := build
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-completion test-quantize-fns test-backend-ops
@@ -13,19 +16,20 @@ LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-compl
 
 all: llama
 
-# The project's Python: pinned test tools, gguf, and llama-cpp-python 0.3.36 without its own llama.cpp build
-# (it loads build/bin through llama_polar.llama).
+# The project's Python: pinned test tools, gguf, llama-cpp-python 0.3.36 without its own llama.cpp build (it loads
+# build/bin through llama_polar.llama), and llama_polar itself (editable: python/ is what runs).
 venv: $(VENV)/.ready
-$(VENV)/.ready: requirements-dev.txt
+$(VENV)/.ready: requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	CMAKE_ARGS="-DLLAMA_BUILD=OFF" $(PY) -m pip install --quiet --disable-pip-version-check \
-		"$$($(PYTHON) scripts/prepare_llama_cpp.py --sdist-only)"
+		"$$($(BOOTSTRAP) scripts/prepare_llama_cpp.py --sdist-only)"
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 # llama.cpp 0c1e570 from the llama-cpp-python sdist, with patches/ applied (cheap when up to date).
 source:
-	$(PYTHON) scripts/prepare_llama_cpp.py
+	$(BOOTSTRAP) scripts/prepare_llama_cpp.py
 
 $(BUILD)/CMakeCache.txt: | source
 	cmake -S . -B $(BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Release -DGGML_POLAR_WERROR=ON $(LLAMA_CMAKE_FLAGS)
@@ -36,8 +40,9 @@ native: source $(BUILD)/CMakeCache.txt
 llama: source $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) --target ggml_polar_shared $(LLAMA_TARGETS)
 
+# SmolLM2-135M (scripts/get_model.py --model gemma3 gets Gemma-3-270M, which nothing here needs)
 model:
-	$(PYTHON) scripts/get_model.py
+	$(BOOTSTRAP) scripts/get_model.py
 
 codebooks: venv
 	$(PY) scripts/gen_codebooks.py

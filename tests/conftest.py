@@ -5,9 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import get_model  # scripts/ is on the test path
 import llama_polar
-from llama_polar import native
+from llama_polar import models, native, paths
 
 TYPE_NAMES = list(llama_polar.TYPES)
 FLT_MAX = np.finfo(np.float32).max
@@ -84,7 +83,7 @@ def rng():
 @pytest.fixture(scope="session")
 def native_lib():
     """The C library must have been built (make native); a missing library is a failure, not a skip."""
-    native.library_path()
+    paths.native_library()
     return native
 
 
@@ -92,9 +91,9 @@ def native_lib():
 # llama.cpp integration: the patched build, the model and the text (make test provides all three)
 # ---------------------------------------------------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / "build" / "bin"
-TEXT = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+ROOT = paths.ROOT
+BIN = paths.BUILD_BIN
+TEXT = paths.TEXT
 POLAR_TYPES = TYPE_NAMES
 
 
@@ -109,9 +108,10 @@ def bin_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def model_path() -> Path:
-    if not get_model.MODEL.exists():
-        pytest.fail(f"{get_model.MODEL} missing: get it with `make model`")
-    return get_model.MODEL
+    path = models.model_path("smollm2")
+    if not path.exists():
+        pytest.fail(f"{path} missing: get it with `make model`")
+    return path
 
 
 @pytest.fixture(scope="session")

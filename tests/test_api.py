@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import llama_polar
-from llama_polar import native
+from llama_polar import native, paths
 
 
 def test_registry_attributes():
@@ -64,8 +64,8 @@ def test_native_vec_dot_rejects_mismatched_lengths(native_lib):
 
 def test_native_library_path_error_is_clear(monkeypatch, tmp_path):
     monkeypatch.setenv("LLAMA_POLAR_NATIVE_LIB", str(tmp_path / "missing.so"))
-    with pytest.raises(native.NativeLibraryError, match="is not a file"):
-        native.library_path()
+    with pytest.raises(paths.LibraryError, match="is not a file"):
+        paths.native_library()
 
 
 @pytest.mark.parametrize("backend", ["numpy", "native"])

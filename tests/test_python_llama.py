@@ -4,6 +4,8 @@ import pytest
 
 import llama_polar
 from conftest import POLAR_TYPES
+from llama_polar import _codebooks
+from llama_polar.type_names import UPSTREAM_CACHE_TYPES
 
 import llama_polar.llama as llama  # noqa: E402  (llama-cpp-python comes with `make venv`)
 
@@ -25,10 +27,11 @@ def greedy(llm, n):
 
 def test_cache_type_ids_come_from_the_library(bin_dir):
     types = llama.cache_types()
-    assert list(types)[:9] == list(llama.UPSTREAM_CACHE_TYPES) and set(POLAR_TYPES) <= set(types)
+    assert list(types)[:9] == list(UPSTREAM_CACHE_TYPES) and set(POLAR_TYPES) <= set(types)
     assert types["f16"] == 1 and types["q8_0"] == 8 and len(set(types.values())) == len(types)
     for name in POLAR_TYPES:
         assert llama.cache_type_name(types[name]) == name
+    assert {name: types[name] for name in POLAR_TYPES} == _codebooks.GGML_TYPE_IDS    # the generated ids
 
 
 @pytest.mark.parametrize("name", POLAR_TYPES)
@@ -58,9 +61,9 @@ def test_polar_cache_without_flash_attention_is_refused_before_llama_cpp(bin_dir
 
 
 def test_bad_cache_type_values(bin_dir, model_path):
-    with pytest.raises(ValueError, match="not a KV cache type; choose one of f32, f16"):
+    with pytest.raises(ValueError, match="type_k: unknown cache type 'pq99'; known: f32, f16"):
         make(model_path, type_k="pq99", flash_attn=True)
-    with pytest.raises(ValueError, match="not a KV cache type id"):
+    with pytest.raises(ValueError, match="type_k: unknown cache type id 12345; known: f32=0, f16=1"):
         make(model_path, type_k=12345, flash_attn=True)
     with pytest.raises(TypeError, match="must be a cache type name or a ggml_type id"):
         make(model_path, type_k=True, flash_attn=True)

@@ -13,22 +13,22 @@ import pytest
 
 import llama_polar
 from conftest import POLAR_TYPES
-from demo import perplexity
-from validate import q4_0_roundtrip
+from llama_polar import perplexity
+from llama_polar.validate import ggml_roundtrip
 
 CHUNKS = 4
 
 
 def kld_run(model_path, text_path, base, name):
     """(mean KLD, same-top-token %) of a name/name cache against the f16 base logits."""
-    _, kld, top = perplexity(model_path, text_path, CHUNKS, base, name, name, timeout=900)
-    return kld, top
+    r = perplexity.kl_divergence(model_path, text_path, CHUNKS, base, name, name, timeout=900)
+    return r.kld, r.same_top
 
 
 @pytest.fixture(scope="session")
 def base_logits(bin_dir, model_path, text_path, tmp_path_factory):
     base = tmp_path_factory.mktemp("kld") / "f16.kld"
-    perplexity(model_path, text_path, CHUNKS, base, timeout=900)
+    perplexity.base_logits(model_path, text_path, CHUNKS, base, timeout=900)
     return base
 
 
@@ -40,7 +40,7 @@ def q4_0_kld(model_path, text_path, base_logits):
 @pytest.fixture(scope="session")
 def q4_0_rel_mse():
     x = np.random.default_rng(0).standard_normal((32768, 64)).astype(np.float32)
-    return llama_polar.relative_mse(x, q4_0_roundtrip(x))
+    return llama_polar.relative_mse(x, ggml_roundtrip(x, "q4_0"))
 
 
 def test_q8_0_sits_at_the_noise_floor(model_path, text_path, base_logits):

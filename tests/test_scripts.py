@@ -67,7 +67,7 @@ def test_bench_script_prints_tokens_per_second_and_ratios(bin_dir, model_path, t
 def test_bench_script_rejects_unknown_types():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--types", "f16,pq99"],
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "unknown cache types ['pq99']" in result.stderr
+    assert result.returncode == 2 and "unknown cache type 'pq99'" in result.stderr
 
 
 def test_report_writes_tables_and_plots(bin_dir, model_path, tmp_path):

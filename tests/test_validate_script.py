@@ -45,6 +45,6 @@ def test_bad_inputs_exit_with_a_clear_message(tmp_path):
     result = run("--npy", str(bad))
     assert result.returncode == 2 and "multiple of 64" in result.stderr
     result = run("--types", "pq46,q5_k")
-    assert result.returncode == 2 and "unknown type(s) q5_k" in result.stderr
+    assert result.returncode == 2 and "unknown polar type 'q5_k'" in result.stderr
     result = run("--npy", str(tmp_path / "missing.npy"))
     assert result.returncode == 2 and "cannot read" in result.stderr

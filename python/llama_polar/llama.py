@@ -8,8 +8,9 @@
 would otherwise end in a bare "failed to create context": a polar (or quantized V) cache without flash attention,
 and a head size that is not a multiple of the cache type's block.
 
-Importing this module points llama-cpp-python at the polar-enabled llama.cpp build (build/bin, or
-$LLAMA_CPP_LIB_PATH), so import it before anything imports llama_cpp.
+Importing this module points llama-cpp-python at the polar-enabled llama.cpp build (llama_polar.paths:
+$LLAMA_CPP_LIB_PATH, then build/bin), so import it before anything imports llama_cpp; paths.LibraryError (an
+ImportError) if that build is missing, or llama_cpp was loaded from another one.
 """
 from __future__ import annotations
 
@@ -19,44 +20,27 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from .paths import LLAMA_LIB_ENV, LibraryError, llama_library_dir, shared_library
 from .quants import TYPES
-
-_PACKAGE = Path(__file__).resolve().parent
-_CANDIDATES = [_PACKAGE / "lib", _PACKAGE.parent.parent / "build" / "bin"]
-UPSTREAM_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
-
-
-class LibraryError(ImportError):
-    pass
-
-
-def library_dir() -> Path:
-    """The folder with the polar-enabled libllama.so and libggml*.so."""
-    env = os.environ.get("LLAMA_CPP_LIB_PATH")
-    if env:
-        return Path(env)
-    for folder in _CANDIDATES:
-        if (folder / "libllama.so").exists():
-            return folder
-    raise LibraryError("the polar-enabled libllama.so was not found: build it with `make` (it goes to build/bin) "
-                       "or set LLAMA_CPP_LIB_PATH; looked in " + ", ".join(map(str, _CANDIDATES)))
+from .type_names import CACHE_TYPES, check_types
 
 
 if "llama_cpp" in sys.modules:
     _loaded = Path(sys.modules["llama_cpp"].llama_cpp._base_path).resolve()
-    if _loaded != library_dir().resolve():
+    if _loaded != llama_library_dir().resolve():
         raise LibraryError(f"llama_cpp was imported before llama_polar.llama and loaded {_loaded}, which has no "
-                           "PolarQuant types: import llama_polar.llama first, or set LLAMA_CPP_LIB_PATH")
-os.environ["LLAMA_CPP_LIB_PATH"] = str(library_dir())
+                           f"PolarQuant types: import llama_polar.llama first, or set {LLAMA_LIB_ENV}")
+os.environ[LLAMA_LIB_ENV] = str(llama_library_dir())
 
 import llama_cpp  # noqa: E402  (must follow LLAMA_CPP_LIB_PATH)
 
 
 @lru_cache(maxsize=None)
 def _ggml() -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(library_dir() / "libggml-base.so"))
+    path = llama_library_dir() / shared_library("ggml-base")
+    lib = ctypes.CDLL(str(path))
     if not hasattr(lib, "quantize_row_pq46_ref"):
-        raise LibraryError(f"{library_dir()}/libggml-base.so has no PolarQuant types: it is not the patched build")
+        raise LibraryError(f"{path} has no PolarQuant types: it is not the patched build")
     lib.ggml_type_name.restype = ctypes.c_char_p
     lib.ggml_type_name.argtypes = [ctypes.c_int]
     lib.ggml_blck_size.restype = ctypes.c_int64
@@ -79,18 +63,17 @@ def cache_types() -> dict[str, int]:
     # The patch appends the polar types after upstream's last type, so these ids are all in range.
     count = llama_cpp.GGML_TYPE_COUNT + len(TYPES)
     names = {lib.ggml_type_name(i).decode(): i for i in range(count) if lib.ggml_blck_size(i) > 0}
-    wanted = UPSTREAM_CACHE_TYPES + tuple(TYPES)
-    missing = [n for n in wanted if n not in names]
+    missing = [n for n in CACHE_TYPES if n not in names]
     if missing:
-        raise LibraryError(f"{library_dir()} does not know the cache types {missing}")
-    return {n: names[n] for n in wanted}
+        raise LibraryError(f"{llama_library_dir()} does not know the cache types {missing}")
+    return {n: names[n] for n in CACHE_TYPES}
 
 
-def cache_type_name(type_id: int) -> str:
-    for name, i in cache_types().items():
-        if i == type_id:
-            return name
-    raise ValueError(f"{type_id} is not a KV cache type id")
+def cache_type_name(type_id: int, where: str | None = None) -> str:
+    """The name of a KV cache type id; UnknownTypeError for an id that is not one."""
+    names = {i: n for n, i in cache_types().items()}
+    check_types([type_id], names, "cache type id", where, shown=[f"{n}={i}" for i, n in names.items()])
+    return names[type_id]
 
 
 def resolve_cache_type(value, what: str) -> int | None:
@@ -99,14 +82,10 @@ def resolve_cache_type(value, what: str) -> int | None:
         return None
     types = cache_types()
     if isinstance(value, str):
-        if value.lower() in types:
-            return types[value.lower()]
-        raise ValueError(f"{what}={value!r} is not a KV cache type; choose one of {', '.join(types)}")
+        return types[check_types([value.lower()], types, "cache type", where=what)[0]]
     if isinstance(value, int) and not isinstance(value, bool):
-        if value in types.values():
-            return value
-        raise ValueError(f"{what}={value} is not a KV cache type id; ids: "
-                         + ", ".join(f"{n}={i}" for n, i in types.items()))
+        cache_type_name(value, where=what)
+        return value
     raise TypeError(f"{what} must be a cache type name or a ggml_type id, not {type(value).__name__}")
 
 

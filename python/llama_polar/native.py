@@ -1,21 +1,17 @@
 """ctypes binding to the ggml_polar C library, with the same signatures as the NumPy reference.
 
-The library is looked up in $LLAMA_POLAR_NATIVE_LIB, then next to this package (lib/), then in the source tree's
-build folder (build/bin/, made by `make native`).
+The library is found by llama_polar.paths.native_library(): $LLAMA_POLAR_NATIVE_LIB, then the package's lib/, then
+build/bin/ (`make native`), then build-native/bin/; a missing or mismatched library raises paths.LibraryError.
 """
 from __future__ import annotations
 
 import ctypes
-import os
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
-from .quants import TYPES
-
-_HERE = Path(__file__).resolve().parent
-_CANDIDATES = [_HERE / "lib" / "libggml_polar.so", _HERE.parent.parent / "build" / "bin" / "libggml_polar.so"]
+from .paths import LibraryError, native_library
+from .quants import TYPES, get_type
 
 _to_float_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 _from_float_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
@@ -35,26 +31,10 @@ class _TypeInfo(ctypes.Structure):
     ]
 
 
-class NativeLibraryError(RuntimeError):
-    pass
-
-
-def library_path() -> Path:
-    env = os.environ.get("LLAMA_POLAR_NATIVE_LIB")
-    if env:
-        if not Path(env).is_file():
-            raise NativeLibraryError(f"LLAMA_POLAR_NATIVE_LIB={env} is not a file")
-        return Path(env)
-    for path in _CANDIDATES:
-        if path.is_file():
-            return path
-    raise NativeLibraryError("libggml_polar.so not found; build it with `make native` "
-                             "or set LLAMA_POLAR_NATIVE_LIB (looked in: " + ", ".join(map(str, _CANDIDATES)) + ")")
-
-
 @lru_cache(maxsize=None)
 def _types() -> dict[str, _TypeInfo]:
-    lib = ctypes.CDLL(str(library_path()))
+    path = native_library()
+    lib = ctypes.CDLL(str(path))
     lib.ggml_polar_type_count.restype = ctypes.c_int
     lib.ggml_polar_get_type_info.restype = ctypes.POINTER(_TypeInfo)
     lib.ggml_polar_get_type_info.argtypes = [ctypes.c_int]
@@ -65,21 +45,19 @@ def _types() -> dict[str, _TypeInfo]:
         ref = TYPES.get(name)
         if ref is None or (info.block_size, info.type_size, info.group_size) != (
                 ref.block_size, ref.type_size, ref.group_size):
-            raise NativeLibraryError(f"{library_path()} does not match the NumPy reference for type {name!r}: "
-                                     "rebuild it (make native)")
+            raise LibraryError(f"{path} does not match the NumPy reference for type {name!r}: "
+                               "rebuild it (make native)")
         infos[name] = info
     missing = set(TYPES) - set(infos)
     if missing:
-        raise NativeLibraryError(f"{library_path()} lacks types {sorted(missing)}: rebuild it (make native)")
+        raise LibraryError(f"{path} lacks types {sorted(missing)}: rebuild it (make native)")
     _types.lib = lib  # keep the library alive with the function pointers
     return infos
 
 
 def _lookup(name: str):
     """The NumPy class (for checks and shapes) and the C entry points of a type."""
-    if name not in TYPES:
-        raise ValueError(f"unknown polar type {name!r}; known: {', '.join(TYPES)}")
-    return TYPES[name], _types()[name]
+    return get_type(name), _types()[name]
 
 
 def quantize(x, name: str) -> np.ndarray:

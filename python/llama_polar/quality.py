@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .quants import TYPES, PolarQuant
+from .quants import PolarQuant, get_type
 
 
 def cosine_similarity(a, b) -> np.ndarray:
@@ -57,11 +57,10 @@ class PolarQuantizer:
     backend="native" runs the C library instead of the NumPy reference (same results, bit for bit)."""
 
     def __init__(self, type_name: str = "pq38p", backend: str = "numpy"):
-        if type_name not in TYPES:
-            raise ValueError(f"unknown polar type {type_name!r}; known: {', '.join(TYPES)}")
+        qtype = get_type(type_name)
         if backend not in ("numpy", "native"):
             raise ValueError(f"backend must be 'numpy' or 'native', not {backend!r}")
-        self.qtype: type[PolarQuant] = TYPES[type_name]
+        self.qtype: type[PolarQuant] = qtype
         self.backend = backend
 
     def encode(self, x) -> Encoded:

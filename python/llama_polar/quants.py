@@ -3,21 +3,28 @@
 Each class encodes rows of float32 values into ggml blocks of 64 values and back, vectorised over blocks. The
 arithmetic is the C reference's (``ggml_polar/ggml-polar.c``) step for step in float32, so codes and decoded values
 are identical bit for bit; the parity tests hold both to that.
+
+``TYPES`` follows the generated type list (``_codebooks.TYPE_LIST``: every polar type in ggml's type order, with its
+kind): importing this module fails if a generated type has no class here, or a class has no generated type.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import ClassVar
 
 import numpy as np
 
 from . import _codebooks as cb
+from .type_names import check_types
 
 BLOCK = cb.BLOCK
 _F32 = np.float32
 _FLT_MAX = np.finfo(np.float32).max
 _FP16_MAX = np.float32(65504.0)
 
-TYPES: dict[str, type["PolarQuant"]] = {}
+
+
+_CLASSES: list[type["PolarQuant"]] = []      # every named subclass, in definition order
 
 
 def _prepare_groups(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,9 +80,10 @@ def _bits_to_codes(stream: np.ndarray, offset: int, count: int, bits: int) -> np
 
 
 class PolarQuant:
-    """Base of the per-type classes: the row <-> block plumbing and the registry."""
+    """Base of the per-type classes: the row <-> block plumbing. A subclass with a name is a type."""
 
     name: ClassVar[str]
+    kind: ClassVar[str]                   # the generated list's kind: "tree" (TREE_TYPES) or "key" (KEY_TYPES)
     block_size: ClassVar[int] = BLOCK
     type_size: ClassVar[int]
     group_size: ClassVar[int]
@@ -89,12 +97,11 @@ class PolarQuant:
         super().__init_subclass__(**kwargs)
         if name is not None:
             cls.name = name
-            cls._configure()
-            cls.bits_per_value = cls.type_size * 8 / cls.block_size
-            TYPES[name] = cls
+            _CLASSES.append(cls)
 
     @classmethod
     def _configure(cls) -> None:
+        """Reads the type's layout from the generated tables (once the registry has matched it to the list)."""
         raise NotImplementedError
 
     @classmethod
@@ -157,6 +164,7 @@ class PolarQuant:
 class PolarTree(PolarQuant):
     """Recursive polar transform over groups of 2^levels values (paper, Definition 1), one radius per group."""
 
+    kind = "tree"
     levels: ClassVar[int]
     groups: ClassVar[int]
     _layout: ClassVar[dict]
@@ -230,10 +238,6 @@ class PolarTree(PolarQuant):
         return val.reshape(n_blocks, BLOCK)
 
 
-class PQ38P(PolarTree, name="pq38p"):
-    description = "the paper's configuration: groups of 16, bits 4/2/2/2, fp16 radius"
-
-
 class PQ27(PolarTree, name="pq27"):
     description = "rate-optimised, 64-value groups"
 
@@ -244,6 +248,10 @@ class PQ32(PolarTree, name="pq32"):
 
 class PQ37(PolarTree, name="pq37"):
     description = "rate-optimised, 64-value groups"
+
+
+class PQ38P(PolarTree, name="pq38p"):
+    description = "the paper's configuration: groups of 16, bits 4/2/2/2, fp16 radius"
 
 
 class PQ42(PolarTree, name="pq42"):
@@ -259,6 +267,7 @@ class PQK1(PolarQuant, name="pqk1"):
 
     A high-compression mode: relative MSE about 0.43 on preconditioned data, far from a quality type."""
 
+    kind = "key"
     description = "high-compression key mode: 1-bit hyperspherical angles, 8-bit norm"
 
     @classmethod
@@ -285,3 +294,34 @@ class PQK1(PolarQuant, name="pqk1"):
         r = cb.LOG8_VALUE[blocks[:, 0]]
         negative = np.unpackbits(blocks[:, 1:], axis=1, bitorder="little").astype(bool)
         return r[:, None] * np.where(negative, -cb.KEY_MAGNITUDE, cb.KEY_MAGNITUDE)
+
+
+def _registry(classes: list[type[PolarQuant]], type_list: tuple[tuple[str, str], ...]) -> dict[str, type[PolarQuant]]:
+    """name -> class in the generated list's order; ImportError unless classes and list match one to one, kinds
+    included."""
+    by_name = {c.name: c for c in classes}
+    problems = [f"{k} classes are named {n!r}" for n, k in Counter(c.name for c in classes).items() if k > 1]
+    for name, kind in type_list:
+        if name not in by_name:
+            problems.append(f"generated type {name!r} ({kind}) has no NumPy class")
+        elif by_name[name].kind != kind:
+            problems.append(f"{by_name[name].__name__} is a {by_name[name].kind} type, the generated list says {kind}")
+    listed = dict(type_list)
+    problems += [f"{c.__name__} ({c.name!r}) is not in the generated type list" for c in classes if c.name not in listed]
+    if problems:
+        raise ImportError("llama_polar.quants and _codebooks.TYPE_LIST (scripts/gen_codebooks.py) disagree: "
+                          + "; ".join(problems))
+    for name, _ in type_list:
+        cls = by_name[name]
+        cls._configure()
+        cls.bits_per_value = cls.type_size * 8 / cls.block_size
+    return {name: by_name[name] for name, _ in type_list}
+
+
+TYPES: dict[str, type[PolarQuant]] = _registry(_CLASSES, cb.TYPE_LIST)
+
+
+def get_type(name: str) -> type[PolarQuant]:
+    """The NumPy class of polar type `name`; UnknownTypeError (a ValueError) for any other name."""
+    check_types([name], TYPES)
+    return TYPES[name]

@@ -1,0 +1,55 @@
+"""llama-perplexity on `chunks` x 512 tokens of a text, flash attention on: the f16 base run, which writes the base
+logits and gives the PPL, and KL-divergence runs of a cache type against those logits.
+
+    ppl_f16 = base_logits(model, text, 4, "f16.kld")
+    r = kl_divergence(model, text, 4, "f16.kld", "pq46")      # r.ppl, r.kld (mean KLD), r.same_top (%)
+
+A failed run raises RuntimeError with the tail of the tool's log.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .paths import tool
+
+
+@dataclass(frozen=True)
+class Divergence:
+    ppl: float          # perplexity with the cache type
+    kld: float          # mean KL divergence of the token distributions from the f16 cache's
+    same_top: float     # % of tokens whose most likely next token is the f16 cache's
+
+
+def _run(model, text, chunks: int, base, extra: list[str], threads: int, timeout: float | None) -> str:
+    cmd = [str(tool("llama-perplexity")), "-m", str(model), "-f", str(text), "-c", "512", "--chunks", str(chunks),
+           "-fa", "on", "-t", str(threads), "--kl-divergence-base", str(base), *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"llama-perplexity failed:\n{out.stderr[-2000:]}")
+    return out.stdout + out.stderr
+
+
+def _number(pattern: str, log: str) -> float:
+    m = re.search(pattern, log)
+    if not m:
+        raise RuntimeError(f"llama-perplexity printed no {pattern!r}:\n{log[-2000:]}")
+    return float(m.group(1))
+
+
+def base_logits(model, text, chunks: int, base: Path | str, *, threads: int = 2,
+                timeout: float | None = None) -> float:
+    """Runs the f16 cache, writes its logits to `base`; returns its PPL."""
+    log = _run(model, text, chunks, base, [], threads, timeout)
+    return _number(r"Final estimate: PPL = ([\d.]+)", log)
+
+
+def kl_divergence(model, text, chunks: int, base: Path | str, type_k: str, type_v: str | None = None, *,
+                  threads: int = 2, timeout: float | None = None) -> Divergence:
+    """Runs a type_k/type_v cache (type_v defaults to type_k) against the base logits of the same text and chunks."""
+    log = _run(model, text, chunks, base, ["-ctk", type_k, "-ctv", type_v or type_k, "--kl-divergence"], threads,
+               timeout)
+    return Divergence(ppl=_number(r"Mean PPL\(Q\)\s+:\s+([\d.]+)", log), kld=_number(r"Mean\s+KLD:\s+([\d.]+)", log),
+                      same_top=_number(r"Same top p:\s+([\d.]+)", log))
