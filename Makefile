@@ -1,6 +1,7 @@
 # PolarQuant KV-cache types for llama.cpp.
-#   make demo   build what is missing, get the model, run it with a polar KV cache
-#   make test   build what is missing and run the whole test suite (what CI runs)
+#   make demo        build what is missing, get the model, run it with a polar KV cache
+#   make test        build what is missing and run the whole test suite (what CI runs); anything missing fails
+#   make test-quick  the tests that need neither llama.cpp nor the model (codec, generator, C library): seconds
 #   LLAMA_CMAKE_FLAGS="..." adds CMake options to the first configure (e.g. -DGGML_METAL=ON on a Mac)
 PYTHON    ?= python3
 VENV      := .venv
@@ -12,7 +13,7 @@ BUILD     := build
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-completion test-quantize-fns test-backend-ops
 
-.PHONY: all venv source native llama model codebooks check-codebooks metal-check test demo clean
+.PHONY: all venv source native llama model codebooks check-codebooks metal-check test test-quick demo clean
 
 all: llama
 
@@ -55,11 +56,16 @@ metal-check: venv native
 	$(PY) scripts/metal_embed.py --kind polar --out $(BUILD)/metal/polar.metal
 	$(PY) -m pytest tests/test_metal.py
 
+# LLAMA_POLAR_REQUIRE_ALL=1: a test whose build, model or text is missing fails instead of skipping.
 test: venv llama model check-codebooks
-	$(PY) -m pytest tests
+	LLAMA_POLAR_REQUIRE_ALL=1 $(PY) -m pytest tests
+
+# Without llama.cpp and the model; the tests build libggml_polar.so into build-native/ if no build has one.
+test-quick: venv
+	$(PY) -m pytest tests -m "not model"
 
 demo: venv llama model
 	$(PY) scripts/demo.py
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-native

@@ -1,4 +1,18 @@
+"""Fixtures shared by the tests, and the `model` marker, which is derived here from the fixtures a test uses.
+
+A test that uses bin_dir, model_path, text_path or llama_tree (itself, or through another fixture) needs what
+`make llama model` provides and is marked `model`; so is every test of a module that reads the llama.cpp tree
+without a fixture (MODULES_READING_THE_TREE). Nobody marks a test by hand.
+
+    pytest -m "not model"   the codec, generator, C-library and command-line tests: no llama.cpp build, no model
+    pytest                  everything; a test whose build, model or text is missing SKIPS, saying what to make
+    make test               LLAMA_POLAR_REQUIRE_ALL=1: anything missing FAILS instead of skipping
+
+The C library (native_lib) is not such a prerequisite: when no build has it, it is built here, into build-native/
+(the codec alone, without llama.cpp; seconds).
+"""
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -8,6 +22,7 @@ import pytest
 import llama_polar
 from llama_polar import models, native, paths
 
+ROOT = paths.ROOT
 TYPE_NAMES = list(llama_polar.TYPES)
 FLT_MAX = np.finfo(np.float32).max
 
@@ -80,49 +95,105 @@ def rng():
     return np.random.default_rng(20261123)
 
 
+def _build_native_library() -> None:
+    """libggml_polar.so into build-native/bin: CMake without llama.cpp, configured once, then incremental."""
+    if not shutil.which("cmake"):
+        pytest.fail("cmake not found: the C library is built with CMake (apt-get install cmake; .ci/run does)")
+    steps = [["cmake", "--build", str(paths.NATIVE_BUILD), "--target", "ggml_polar_shared"]]
+    if not (paths.NATIVE_BUILD / "CMakeCache.txt").exists():
+        steps.insert(0, ["cmake", "-S", str(ROOT), "-B", str(paths.NATIVE_BUILD), "-DLLAMA_POLAR_BUILD_LLAMA=OFF",
+                         "-DCMAKE_BUILD_TYPE=Release", "-DGGML_POLAR_WERROR=ON"])
+    for cmd in steps:
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.fail(f"{' '.join(cmd)} failed:\n{(result.stdout + result.stderr)[-3000:]}")
+
+
 @pytest.fixture(scope="session")
 def native_lib():
-    """The C library must have been built (make native); a missing library is a failure, not a skip."""
-    paths.native_library()
+    """llama_polar.native over the C library: the build's (make native, make llama), else one built here."""
+    try:
+        path = paths.native_library()
+    except paths.LibraryError:
+        path = None
+    if path is None or path.parent == paths.NATIVE_BUILD / "bin":     # ours: bring it up to date with the sources
+        _build_native_library()
+        paths.native_library()
     return native
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# llama.cpp integration: the patched build, the model and the text (make test provides all three)
+# llama.cpp integration: the patched tree and build, the model and the text (make test provides all of them)
 # ---------------------------------------------------------------------------------------------------------------
 
-ROOT = paths.ROOT
-BIN = paths.BUILD_BIN
-TEXT = paths.TEXT
 POLAR_TYPES = TYPE_NAMES
+TOOLS = ("llama-cli", "llama-completion", "llama-perplexity", "llama-bench", "llama-server", "test-quantize-fns",
+         "test-backend-ops")
+REQUIRE_ALL = os.environ.get("LLAMA_POLAR_REQUIRE_ALL") == "1"
+NEEDS_LLAMA = {"bin_dir", "model_path", "text_path", "llama_tree"}
+# test modules that read paths.LLAMA_TREE directly instead of through the llama_tree fixture
+MODULES_READING_THE_TREE = {"test_metal.py"}
+
+
+def missing(what: str) -> None:
+    """A prerequisite is missing: skip the test, or fail it under LLAMA_POLAR_REQUIRE_ALL=1 (make test)."""
+    if REQUIRE_ALL:
+        pytest.fail(f"{what} (LLAMA_POLAR_REQUIRE_ALL=1: make test needs everything)", pytrace=False)
+    pytest.skip(what)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if NEEDS_LLAMA & set(item.fixturenames) or item.path.name in MODULES_READING_THE_TREE:
+            item.add_marker(pytest.mark.model)
+
+
+def pytest_runtest_setup(item):
+    if item.path.name in MODULES_READING_THE_TREE:
+        require_llama_tree()
+
+
+def require_llama_tree() -> Path:
+    if not (paths.LLAMA_TREE / "CMakeLists.txt").exists():
+        missing(f"the patched llama.cpp tree {paths.LLAMA_TREE} is missing: make it with `make source`")
+    return paths.LLAMA_TREE
+
+
+@pytest.fixture(scope="session")
+def llama_tree() -> Path:
+    return require_llama_tree()
 
 
 @pytest.fixture(scope="session")
 def bin_dir() -> Path:
-    missing = [t for t in ("llama-cli", "llama-completion", "llama-perplexity", "llama-bench", "llama-server",
-                           "test-quantize-fns", "test-backend-ops") if not (BIN / t).exists()]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} not in {BIN}: build them with `make llama`")
-    return BIN
+    """The polar-enabled llama.cpp build: libllama.so and the tools the tests run."""
+    try:
+        folder = paths.llama_library_dir()
+    except paths.LibraryError as e:
+        missing(f"the llama.cpp build is missing: {e}")
+    absent = [t for t in TOOLS if not (folder / t).is_file()]
+    if absent:
+        missing(f"{', '.join(absent)} not in {folder}: build them with `make llama`")
+    return folder
 
 
 @pytest.fixture(scope="session")
 def model_path() -> Path:
     path = models.model_path("smollm2")
     if not path.exists():
-        pytest.fail(f"{path} missing: get it with `make model`")
+        missing(f"the model {path} is missing: get it with `make model`")
     return path
 
 
 @pytest.fixture(scope="session")
 def text_path() -> Path:
-    if not TEXT.exists():
-        pytest.fail(f"{TEXT} missing: the shared data folder must sit beside the checkout")
-    return TEXT
+    if not paths.TEXT.exists():
+        missing(f"the text {paths.TEXT} is missing: the shared data folder must sit beside the checkout")
+    return paths.TEXT
 
 
 def run_tool(tool: str, *args, timeout: float = 600, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
-    """Run a build/bin tool with stdin closed; returns the finished process (stdout and stderr as text)."""
+    """Run a llama.cpp tool of the build with stdin closed; returns the finished process (stdout, stderr as text)."""
     full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([str(paths.tool(tool)), *map(str, args)], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, env=full_env, **kwargs)

@@ -7,10 +7,17 @@ from conftest import POLAR_TYPES
 from llama_polar import _codebooks
 from llama_polar.type_names import UPSTREAM_CACHE_TYPES
 
-import llama_polar.llama as llama  # noqa: E402  (llama-cpp-python comes with `make venv`)
+
+@pytest.fixture(scope="session")
+def llama(bin_dir):
+    """llama_polar.llama, imported once the build is known to be there (importing it loads libllama)."""
+    import llama_polar.llama
+    return llama_polar.llama
 
 
 def make(model_path, **kwargs):
+    import llama_polar.llama as llama     # every caller's test uses the llama or bin_dir fixture
+
     kwargs.setdefault("n_ctx", 256)
     kwargs.setdefault("verbose", False)
     return llama.Llama(model_path=str(model_path), **kwargs)
@@ -25,7 +32,7 @@ def greedy(llm, n):
     return tokens
 
 
-def test_cache_type_ids_come_from_the_library(bin_dir):
+def test_cache_type_ids_come_from_the_library(llama):
     types = llama.cache_types()
     assert list(types)[:9] == list(UPSTREAM_CACHE_TYPES) and set(POLAR_TYPES) <= set(types)
     assert types["f16"] == 1 and types["q8_0"] == 8 and len(set(types.values())) == len(types)
@@ -35,7 +42,7 @@ def test_cache_type_ids_come_from_the_library(bin_dir):
 
 
 @pytest.mark.parametrize("name", POLAR_TYPES)
-def test_generation_with_every_polar_type(bin_dir, model_path, name):
+def test_generation_with_every_polar_type(llama, model_path, name):
     llm = make(model_path, type_k=name, type_v=name, flash_attn=True)
     text = llm.create_completion("The quick brown fox", max_tokens=8, temperature=0)["choices"][0]["text"]
     assert len(text.strip()) > 0
@@ -43,7 +50,7 @@ def test_generation_with_every_polar_type(bin_dir, model_path, name):
 
 
 @pytest.mark.parametrize("type_k,type_v", [("q8_0", "pq46"), ("pq46", "f16"), ("F16", "PQ37")])
-def test_upstream_names_asymmetric_pairs_and_ints(bin_dir, model_path, type_k, type_v):
+def test_upstream_names_asymmetric_pairs_and_ints(llama, model_path, type_k, type_v):
     by_name = make(model_path, type_k=type_k, type_v=type_v, flash_attn=True)
     ids = llama.cache_types()
     by_id = make(model_path, type_k=ids[type_k.lower()], type_v=ids[type_v.lower()], flash_attn=True)
@@ -60,7 +67,7 @@ def test_polar_cache_without_flash_attention_is_refused_before_llama_cpp(bin_dir
         make(model_path, type_v="q4_0")
 
 
-def test_bad_cache_type_values(bin_dir, model_path):
+def test_bad_cache_type_values(llama, model_path):
     with pytest.raises(ValueError, match="type_k: unknown cache type 'pq99'; known: f32, f16"):
         make(model_path, type_k="pq99", flash_attn=True)
     with pytest.raises(ValueError, match="type_k: unknown cache type id 12345; known: f32=0, f16=1"):
@@ -71,7 +78,7 @@ def test_bad_cache_type_values(bin_dir, model_path):
         llama.Llama(model_path="/nonexistent.gguf", type_k="pq46", flash_attn=True)
 
 
-def test_head_size_not_a_multiple_of_the_block_is_refused(bin_dir, tmp_path):
+def test_head_size_not_a_multiple_of_the_block_is_refused(llama, tmp_path):
     """A GGUF with head size 96 (metadata only): the check reads the metadata and refuses before llama.cpp runs."""
     import gguf
 
@@ -91,7 +98,7 @@ def test_head_size_not_a_multiple_of_the_block_is_refused(bin_dir, tmp_path):
         llama.Llama(model_path=str(path), type_v="pq38p", flash_attn=True)
 
 
-def test_model_head_sizes_of_the_real_model(model_path):
+def test_model_head_sizes_of_the_real_model(llama, model_path):
     assert llama.model_head_sizes(str(model_path)) == (64, 64)
 
 

@@ -22,7 +22,7 @@ def test_prepare_refuses_a_patch_that_does_not_apply(tmp_path):
     assert not (tmp_path / "tree" / "ggml").exists(), "nothing is written when a patch fails"
 
 
-def test_prepared_tree_is_current():
+def test_prepared_tree_is_current(llama_tree):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_llama_cpp.py")], capture_output=True,
                             text=True, timeout=600)
     series = sorted((ROOT / "patches").glob("*.patch"))

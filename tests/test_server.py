@@ -9,8 +9,6 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -30,7 +28,7 @@ def request(port, path, body=None, timeout=120):
 def polar_server(bin_dir, model_path, tmp_path):
     port = free_port()
     log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen([str(BIN / "llama-server"), "-m", str(model_path), "--host", "127.0.0.1", "--port",
+    proc = subprocess.Popen([str(bin_dir / "llama-server"), "-m", str(model_path), "--host", "127.0.0.1", "--port",
                              str(port), "--parallel", "4", "-c", "2048", "-ctk", "pq46", "-ctv", "pq42", "-fa", "on",
                              "-t", "2", "-v"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
