@@ -1,0 +1,586 @@
+"""A fake-quant simulator of llama.cpp's KV cache: a float32 NumPy forward pass of a GGUF model whose cached K and V
+go through any cache codec, with key centering and exact sink rows, scored like llama-perplexity.
+
+    from llama_polar import simulate as sim
+    model = sim.Model("SmolLM2-135M-Instruct.Q4_1.gguf")
+    chunks = sim.text_chunks(model, "tinyshakespeare.txt", n_chunks=4)
+    res = sim.evaluate(model, chunks, [sim.CacheConfig("q4_0", "q4_0"), sim.CacheConfig("pq46", "pq46")])
+    print(sim.format_table(res))
+
+What it reproduces of llama.cpp (0c1e570, CPU, flash attention on):
+- the llama and gemma3 graphs (RMS norm, RoPE NORM/NEOX modes and per-layer bases, GQA, QK-norm, sliding windows,
+  embedding scaling, post-norms, tied output);
+- the cache: K after RoPE, and when a cache type is quantized llama.cpp's Hadamard rotation `attn_rot` (K: blocks of
+  the largest power of two >= 64 that divides the head size; V: blocks of 64; the attention output rotated back);
+- the FA kernel's conversion of Q to the K type's vec_dot type (q8_0 for q4_0/q8_0 K; f32 for f16 and polar K);
+- optionally (`round_activations`) the 8-bit rounding of activations in quantized-weight matmuls.
+Weights are dequantized to float32 with gguf.quants; activations stay float32. KLD, PPL and same-top-1 are computed
+over the second half of each chunk (positions n_ctx/2 .. n_ctx-2), as llama-perplexity does, against the run with an
+f16 cache (no rotation, as llama.cpp).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+import re
+from pathlib import Path
+
+import numpy as np
+
+from . import quants as _polar
+
+F32 = np.float32
+UPSTREAM_QUANTIZED = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0")
+CACHE_TYPES = ("f32", "f16", *UPSTREAM_QUANTIZED, *_polar.TYPES)
+V_ROTATION = 64                      # llama.cpp rotates V in blocks of 64 whatever the head size
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# codecs and the Hadamard rotation
+# ---------------------------------------------------------------------------------------------------------------
+
+def _gguf_type(name: str):
+    from gguf import GGMLQuantizationType
+    return GGMLQuantizationType[name.upper()]
+
+
+@lru_cache(maxsize=None)
+def polar_codec():
+    """The C library (llama_polar.native) where it is built, else the NumPy reference: they are bit-identical."""
+    from .paths import LibraryError, native_library
+    try:
+        native_library()
+    except LibraryError:
+        from . import quants
+        return _ReferenceCodec(quants)
+    from . import native
+    return native
+
+
+class _ReferenceCodec:
+    def __init__(self, quants):
+        self.quants = quants
+
+    def quantize(self, x, name):
+        return self.quants.get_type(name).quantize(x)
+
+    def dequantize(self, q, name):
+        return self.quants.get_type(name).dequantize(q)
+
+
+def is_quantized(type_name: str) -> bool:
+    return type_name not in ("f32", "f16")
+
+
+def fake_quant(x: np.ndarray, type_name: str) -> np.ndarray:
+    """The float32 values a cache of `type_name` returns for rows x (last axis: one head, a multiple of the block)."""
+    x = np.ascontiguousarray(x, dtype=F32)
+    if type_name == "f32":
+        return x
+    if type_name == "f16":
+        return x.astype(np.float16).astype(F32)
+    rows = x.reshape(-1, x.shape[-1])
+    if type_name in UPSTREAM_QUANTIZED:
+        from gguf import quants
+        qt = _gguf_type(type_name)
+        return quants.dequantize(quants.quantize(rows, qt), qt).reshape(x.shape).astype(F32)
+    if type_name in _polar.TYPES:
+        codec = polar_codec()
+        return codec.dequantize(codec.quantize(rows, type_name), type_name).reshape(x.shape)
+    raise ValueError(f"unknown cache type {type_name!r}; known: {', '.join(CACHE_TYPES)}")
+
+
+def q_dot_type(type_k: str) -> str:
+    """What llama.cpp's CPU flash attention converts Q to before the dot with K (the K type's vec_dot_type)."""
+    return "q8_0" if type_k in UPSTREAM_QUANTIZED else "f32"
+
+
+@lru_cache(maxsize=None)
+def hadamard(n: int) -> np.ndarray:
+    """Sylvester Hadamard matrix of order n (a power of two) scaled by 1/sqrt(n): symmetric, an involution."""
+    h = np.ones((1, 1))
+    while h.shape[0] < n:
+        h = np.block([[h, h], [h, -h]])
+    return (h / np.sqrt(n)).astype(F32)
+
+
+def rotate(x: np.ndarray, n: int) -> np.ndarray:
+    """Rotate consecutive n-blocks of the last axis by hadamard(n), as llama_mul_mat_hadamard does."""
+    shape = x.shape
+    return (x.reshape(-1, n) @ hadamard(n)).reshape(shape)
+
+
+def k_rotation_size(head_dim: int) -> int | None:
+    """llama.cpp's K rotation block: the largest power of two >= 64 dividing the head size (None: no rotation)."""
+    if head_dim % 64:
+        return None
+    n = 64
+    while head_dim % (2 * n) == 0:
+        n *= 2
+    return n
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the cache configuration
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """How K and V are cached.
+
+    type_k, type_v: cache types (f16, f32, q4_0, q4_1, q5_0, q5_1, q8_0 or any polar type).
+    center: None; "calib" (subtract the centers passed to the forward pass); "online" (subtract the mean of the
+        sequence's first `online_keys` keys, frozen). Centers live in the cache's basis (after RoPE and rotation).
+    sink_k, sink_v: the first n tokens' K (V) kept in f16 beside the quantized cache.
+    rotate: llama.cpp's attn_rot for quantized types (False: as with LLAMA_ATTN_ROT_DISABLE=1).
+    round_q: Q converted to the K type's vec_dot type (q8_0 for upstream quantized K), as the CPU FA kernel does.
+    """
+    type_k: str = "f16"
+    type_v: str = "f16"
+    center: str | None = None
+    online_keys: int = 64
+    sink_k: int = 0
+    sink_v: int = 0
+    rotate: bool = True
+    round_q: bool = True
+    name: str | None = None
+
+    def __post_init__(self):
+        for t in (self.type_k, self.type_v):
+            if t not in CACHE_TYPES:
+                raise ValueError(f"unknown cache type {t!r}; known: {', '.join(CACHE_TYPES)}")
+        if self.center not in (None, "calib", "online"):
+            raise ValueError(f"center must be None, 'calib' or 'online', not {self.center!r}")
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        s = self.type_k if self.type_k == self.type_v else f"K {self.type_k}/V {self.type_v}"
+        if self.center == "calib":
+            s += " +c(calib)"
+        elif self.center == "online":
+            s += f" +c(first {self.online_keys})"
+        if self.sink_k or self.sink_v:
+            s += f" +sink K{self.sink_k}" + (f"V{self.sink_v}" if self.sink_v else "")
+        if not self.rotate:
+            s += " norot"
+        return s
+
+    def bits_per_value(self, n_ctx: int, k_bits: float, v_bits: float) -> float:
+        """Average cached bits per K and V value at context n_ctx, the f16 sink rows stored beside the cache."""
+        k = k_bits + 16.0 * min(self.sink_k, n_ctx) / n_ctx
+        v = v_bits + 16.0 * min(self.sink_v, n_ctx) / n_ctx
+        return (k + v) / 2
+
+
+def parse_cache_spec(spec: str) -> CacheConfig:
+    """K[/V] then +modifiers: calib, onlineN, sinkN (K), sinkkvN (K and V), norot, noqround; e.g.
+    pq46/pq32+online64+sinkkv1. The spec is the config's label."""
+    types, *mods = spec.split("+")
+    type_k, _, type_v = types.partition("/")
+    kw: dict = {"type_k": type_k, "type_v": type_v or type_k}
+    for m in mods:
+        if m == "calib":
+            kw["center"] = "calib"
+        elif (g := re.fullmatch(r"online(\d+)", m)):
+            kw.update(center="online", online_keys=int(g[1]))
+        elif (g := re.fullmatch(r"sink(kv)?(\d+)", m)):
+            kw["sink_k"] = int(g[2])
+            kw["sink_v"] = int(g[2]) if g[1] else 0
+        elif m == "norot":
+            kw["rotate"] = False
+        elif m == "noqround":
+            kw["round_q"] = False
+        elif m != "plain":
+            raise ValueError(f"unknown modifier {m!r} in {spec!r}")
+    return CacheConfig(**kw, name=spec)
+
+
+def type_bits(type_name: str) -> float:
+    """Storage bits per value of a cache type."""
+    fixed = {"f32": 32.0, "f16": 16.0, "q4_0": 4.5, "q4_1": 5.0, "q5_0": 5.5, "q5_1": 6.0, "q8_0": 8.5}
+    return fixed[type_name] if type_name in fixed else _polar.TYPES[type_name].bits_per_value
+
+
+def config_bits(cfg: CacheConfig, n_ctx: int) -> float:
+    return cfg.bits_per_value(n_ctx, type_bits(cfg.type_k), type_bits(cfg.type_v))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the model
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class HParams:
+    arch: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    eps: float
+    rope_neox: bool
+    rope_base: list[float]           # per layer
+    window: list[int]                # per layer; 0 = full attention
+    attn_scale: float                # applied to q·k
+    embed_scale: float
+    softcap: float
+    bos: int | None
+    add_bos: bool
+    n_vocab: int
+
+
+def _field(reader, key, default=None):
+    f = reader.fields.get(key)
+    return default if f is None else f.contents()
+
+
+def read_hparams(reader) -> HParams:
+    arch = _field(reader, "general.architecture")
+    if arch not in ("llama", "gemma3"):
+        raise ValueError(f"architecture {arch!r} is not simulated (llama, gemma3)")
+    g = lambda k, d=None: _field(reader, f"{arch}.{k}", d)  # noqa: E731
+    n_layer, n_embd, n_head = g("block_count"), g("embedding_length"), g("attention.head_count")
+    head_dim = g("attention.key_length", n_embd // n_head)
+    base = float(g("rope.freq_base", 10000.0))
+    window, bases = [0] * n_layer, [base] * n_layer
+    if arch == "gemma3" and g("attention.sliding_window", 0):
+        pattern = g("attention.sliding_window_pattern", 6)      # llama.cpp's default for gemma3: 5 local, 1 global
+        swa = [il % pattern < pattern - 1 for il in range(n_layer)]
+        window = [g("attention.sliding_window") if s else 0 for s in swa]
+        bases = [float(g("rope.freq_base_swa", 10000.0)) if s else base for s in swa]
+    tokens = reader.fields["tokenizer.ggml.tokens"]
+    return HParams(
+        arch=arch, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_head_kv=g("attention.head_count_kv", n_head),
+        head_dim=head_dim, eps=float(g("attention.layer_norm_rms_epsilon")), rope_neox=arch == "gemma3",
+        rope_base=bases, window=window,
+        attn_scale=float(g("attention.scale", 0.0)) or 1.0 / np.sqrt(head_dim),
+        embed_scale=float(np.sqrt(n_embd)) if arch == "gemma3" else 1.0,
+        softcap=float(g("final_logit_softcapping", 0.0)),
+        bos=_field(reader, "tokenizer.ggml.bos_token_id"),
+        add_bos=bool(_field(reader, "tokenizer.ggml.add_bos_token", False)), n_vocab=len(tokens.data))
+
+
+def load_weights(reader) -> dict[str, np.ndarray]:
+    """Every tensor dequantized to float32, in NumPy order (a matrix is (out, in))."""
+    from gguf import quants
+    return {t.name: quants.dequantize(t.data, t.tensor_type).astype(F32, copy=False) for t in reader.tensors}
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray | None, eps: float) -> np.ndarray:
+    y = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + F32(eps))
+    return y if w is None else y * w
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """ggml_gelu: the tanh approximation."""
+    return F32(0.5) * x * (F32(1) + np.tanh(F32(np.sqrt(2 / np.pi)) * (x + F32(0.044715) * x * x * x)))
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (F32(1) + np.exp(-x))
+
+
+def rope(x: np.ndarray, pos: np.ndarray, base: float, neox: bool) -> np.ndarray:
+    """x (T, heads, d) rotated by position: pairs (2i, 2i+1) (NORM) or (i, i + d/2) (NEOX), theta_i = base^(-2i/d)."""
+    d = x.shape[-1]
+    theta = pos[:, None].astype(np.float64) * base ** (-np.arange(0, d, 2) / d)
+    cos, sin = np.cos(theta).astype(F32)[:, None, :], np.sin(theta).astype(F32)[:, None, :]
+    a, b = (x[..., : d // 2], x[..., d // 2:]) if neox else (x[..., 0::2], x[..., 1::2])
+    ra, rb = a * cos - b * sin, a * sin + b * cos
+    return np.concatenate([ra, rb], axis=-1) if neox else np.stack([ra, rb], axis=-1).reshape(x.shape)
+
+
+def round_activations(x: np.ndarray, weight_type) -> np.ndarray:
+    """The 8-bit activation rounding of a quantized-weight matmul (ggml vec_dot_type q8_0/q8_1: blocks of 32 and
+    an f16 scale; q8_K for k-quants: blocks of 256 and an f32 scale); F16 weights round to f16, F32 do nothing."""
+    name = weight_type.name
+    if name == "F32":
+        return x
+    if name in ("F16", "BF16"):
+        return x.astype(np.float16).astype(F32)
+    block = 256 if name.endswith("_K") else 32
+    b = x.reshape(-1, block)
+    d = np.max(np.abs(b), axis=-1, keepdims=True) / F32(127)
+    q = np.rint(b / np.where(d == 0, F32(1), d))
+    if block == 32:
+        d = d.astype(np.float16).astype(F32)
+    return (q * d).reshape(x.shape).astype(F32)
+
+
+class Model:
+    """A GGUF model (llama or gemma3) as float32 NumPy arrays, with a forward pass through a simulated KV cache."""
+
+    def __init__(self, path, round_activations: bool = False):
+        from gguf import GGUFReader
+        reader = GGUFReader(str(path))
+        self.path = Path(path)
+        self.hp = read_hparams(reader)
+        self.w = load_weights(reader)
+        self.wtype = {t.name: t.tensor_type for t in reader.tensors}
+        self.round_activations = round_activations
+        if "output.weight" not in self.w:
+            self.w["output.weight"] = self.w["token_embd.weight"]
+            self.wtype["output.weight"] = self.wtype["token_embd.weight"]
+        self.rot_k = k_rotation_size(self.hp.head_dim)
+
+    def linear(self, x: np.ndarray, name: str) -> np.ndarray:
+        if self.round_activations:
+            x = round_activations(x, self.wtype[name])
+        return x @ self.w[name].T
+
+    def norm(self, x: np.ndarray, name: str | None) -> np.ndarray:
+        return rms_norm(x, None if name is None else self.w[name], self.hp.eps)
+
+    def qkv(self, il: int, h: np.ndarray, pos: np.ndarray):
+        """Q, K (after QK-norm and RoPE) and V of layer il, each (T, heads, head_dim)."""
+        hp, p = self.hp, f"blk.{il}."
+        T = h.shape[0]
+        q = self.linear(h, p + "attn_q.weight").reshape(T, hp.n_head, hp.head_dim)
+        k = self.linear(h, p + "attn_k.weight").reshape(T, hp.n_head_kv, hp.head_dim)
+        v = self.linear(h, p + "attn_v.weight").reshape(T, hp.n_head_kv, hp.head_dim)
+        if p + "attn_q_norm.weight" in self.w:
+            q, k = self.norm(q, p + "attn_q_norm.weight"), self.norm(k, p + "attn_k_norm.weight")
+        base = hp.rope_base[il]
+        return rope(q, pos, base, hp.rope_neox), rope(k, pos, base, hp.rope_neox), v
+
+    def ffn(self, il: int, h: np.ndarray) -> np.ndarray:
+        p = f"blk.{il}."
+        act = gelu if self.hp.arch == "gemma3" else silu
+        return self.linear(act(self.linear(h, p + "ffn_gate.weight")) * self.linear(h, p + "ffn_up.weight"),
+                           p + "ffn_down.weight")
+
+    def forward(self, tokens, cache: CacheConfig = CacheConfig(), centers: np.ndarray | None = None,
+                out_from: int = 0, on_keys=None) -> np.ndarray:
+        """Logits (float32) of positions out_from.. for one sequence `tokens` (positions 0..T-1) through `cache`.
+
+        centers: (n_layer, n_head_kv, head_dim) key means after RoPE, before rotation (for center="calib").
+        on_keys(il, k): called with each layer's keys after RoPE, before rotation (T, n_head_kv, head_dim)."""
+        hp = self.hp
+        tokens = np.asarray(tokens)
+        pos = np.arange(len(tokens))
+        x = self.w["token_embd.weight"][tokens] * F32(hp.embed_scale)
+        gemma = hp.arch == "gemma3"
+        for il in range(hp.n_layer):
+            p = f"blk.{il}."
+            q, k, v = self.qkv(il, self.norm(x, p + "attn_norm.weight"), pos)
+            if on_keys is not None:
+                on_keys(il, k)
+            c = None if centers is None else centers[il]
+            a = self.attention(il, q, k, v, cache, c).reshape(len(tokens), -1)
+            o = self.linear(a, p + "attn_output.weight")
+            x = x + (self.norm(o, p + "post_attention_norm.weight") if gemma else o)
+            f = self.ffn(il, self.norm(x, p + "ffn_norm.weight"))
+            x = x + (self.norm(f, p + "post_ffw_norm.weight") if gemma else f)
+        logits = self.linear(self.norm(x[out_from:], "output_norm.weight"), "output.weight")
+        if hp.softcap:
+            logits = np.tanh(logits / F32(hp.softcap)) * F32(hp.softcap)
+        return logits
+
+    def attention(self, il: int, q, k, v, cache: CacheConfig, center: np.ndarray | None) -> np.ndarray:
+        """Attention of layer il through the simulated cache; output (T, n_head, head_dim) in the model's basis."""
+        rot_k = self.rot_k if cache.rotate and is_quantized(cache.type_k) else None
+        rot_v = V_ROTATION if cache.rotate and is_quantized(cache.type_v) and self.hp.head_dim % 64 == 0 else None
+        if rot_k:
+            q, k = rotate(q, rot_k), rotate(k, rot_k)
+        if rot_v:
+            v = rotate(v, rot_v)
+        k = center_keys(k, cache, center if center is None or not rot_k else rotate(center.astype(F32), rot_k))
+        kc = cached_rows(k, cache.type_k, cache.sink_k)
+        vc = cached_rows(v, cache.type_v, cache.sink_v)
+        if cache.round_q:
+            q = fake_quant(q, q_dot_type(cache.type_k))
+        out = attend(q, kc, vc, self.hp.attn_scale, self.hp.window[il])
+        return rotate(out, rot_v) if rot_v else out
+
+
+def center_keys(k: np.ndarray, cache: CacheConfig, center: np.ndarray | None) -> np.ndarray:
+    """Keys (T, n_kv, d) in the cache basis minus the configured fixed center (exact for softmax)."""
+    if cache.center is None:
+        return k
+    if cache.center == "online":
+        center = online_center(k, cache.online_keys)
+    elif center is None:
+        raise ValueError("center='calib' needs centers (see key_means)")
+    return k - center.astype(F32)
+
+
+def online_center(k: np.ndarray, n: int) -> np.ndarray:
+    """The mean of the sequence's first n keys, per KV head: frozen once the n-th key is seen."""
+    return k[:n].mean(axis=0, dtype=np.float64).astype(F32)
+
+
+def cached_rows(x: np.ndarray, type_name: str, sink: int) -> np.ndarray:
+    """What the cache returns for rows x (T, n_kv, d): fake-quantized, the first `sink` rows kept in f16."""
+    y = fake_quant(x, type_name)
+    if sink:
+        y[:sink] = fake_quant(x[:sink], "f16")
+    return y
+
+
+def attend(q, k, v, scale: float, window: int = 0) -> np.ndarray:
+    """Causal softmax attention with GQA; q (T, H, d), k/v (T, Hkv, d); window > 0 masks i - j >= window."""
+    T, H, d = q.shape
+    hkv = k.shape[1]
+    qg = q.reshape(T, hkv, H // hkv, d).transpose(1, 2, 0, 3)              # (hkv, g, T, d)
+    s = np.matmul(qg, k.transpose(1, 2, 0)[:, None]) * F32(scale)           # (hkv, g, T, T)
+    s += attention_mask(T, window)
+    s = np.exp(s - s.max(axis=-1, keepdims=True))
+    s /= s.sum(axis=-1, keepdims=True)
+    out = np.matmul(s, v.transpose(1, 0, 2)[:, None])                       # (hkv, g, T, d)
+    return out.transpose(2, 0, 1, 3).reshape(T, H, d)
+
+
+@lru_cache(maxsize=8)
+def attention_mask(T: int, window: int) -> np.ndarray:
+    """Additive mask: -inf where key j is after query i, or (window > 0) i - j >= window."""
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+    masked = (j > i) | ((i - j >= window) if window else False)
+    return np.where(masked, -np.inf, 0.0).astype(F32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# text, centers, scoring
+# ---------------------------------------------------------------------------------------------------------------
+
+def tokenize(model_path, text: bytes) -> np.ndarray:
+    """llama.cpp's tokenizer (through llama-cpp-python and the project's build), adding BOS as the vocab asks,
+    as llama-perplexity's common_tokenize(ctx, text, true) does."""
+    from . import llama as polar_llama
+    llm = polar_llama.llama_cpp.Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    return np.array(llm.tokenize(text, add_bos=True, special=False), dtype=np.int64)
+
+
+def chunk_tokens(tokens: np.ndarray, n_ctx: int, n_chunks: int, bos: int | None = None,
+                 first_chunk: int = 0) -> list[np.ndarray]:
+    """Consecutive n_ctx chunks, as llama-perplexity takes them; with bos, each chunk's first token becomes BOS."""
+    available = len(tokens) // n_ctx
+    if first_chunk + n_chunks > available:
+        raise ValueError(f"the text has {available} chunks of {n_ctx} tokens, asked for {first_chunk + n_chunks}")
+    chunks = [tokens[i * n_ctx:(i + 1) * n_ctx].copy() for i in range(first_chunk, first_chunk + n_chunks)]
+    for c in chunks:
+        if bos is not None:
+            c[0] = bos
+    return chunks
+
+
+def text_chunks(model: Model, text_path, n_chunks: int, n_ctx: int = 512, first_chunk: int = 0):
+    tokens = tokenize(model.path, Path(text_path).read_bytes())
+    return chunk_tokens(tokens, n_ctx, n_chunks, model.hp.bos if model.hp.add_bos else None, first_chunk)
+
+
+STDLIB_MODULES = ("argparse", "collections", "functools", "itertools", "json", "logging", "pathlib", "re",
+                  "subprocess", "threading", "typing", "unittest", "inspect", "asyncio", "decimal", "datetime",
+                  "textwrap", "pickle", "shutil", "socket", "tarfile", "zipfile", "csv", "email.message",
+                  "http.client", "urllib.request", "argparse", "heapq", "bisect", "contextlib", "dataclasses",
+                  "enum", "fractions", "statistics", "string", "struct", "tempfile", "traceback", "weakref")
+
+
+def stdlib_text() -> str:
+    """English technical prose that every Python has: the docstrings of some standard-library modules and of their
+    public classes and functions (a calibration text unlike the scored one)."""
+    import importlib
+    import inspect
+    docs = []
+    for name in dict.fromkeys(STDLIB_MODULES):
+        mod = importlib.import_module(name)
+        docs.append(inspect.getdoc(mod) or "")
+        for attr, obj in sorted(vars(mod).items()):
+            if not attr.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj)) and \
+                    getattr(obj, "__module__", None) == mod.__name__:
+                docs.append(inspect.getdoc(obj) or "")
+    return "\n\n".join(d for d in docs if d)
+
+
+def key_means(model: Model, chunks, skip: int = 1) -> np.ndarray:
+    """Mean key per (layer, KV head) after RoPE, before rotation, over the chunks' positions >= skip, from the run
+    with an f16 cache: (n_layer, n_head_kv, head_dim) float64. The cache basis' center is its rotation."""
+    hp = model.hp
+    total = np.zeros((hp.n_layer, hp.n_head_kv, hp.head_dim))
+    count = 0
+
+    def collect(il, k):
+        total[il] += k[skip:].sum(axis=0, dtype=np.float64)
+
+    for c in chunks:
+        model.forward(c, CacheConfig(), out_from=len(c) - 1, on_keys=collect)
+        count += len(c) - skip
+    return total / count
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+@dataclass
+class Score:
+    """Sums over scored tokens; kld, ppl and same_top are the means llama-perplexity prints."""
+    kld_sum: float = 0.0
+    nll_sum: float = 0.0
+    same_top: int = 0
+    count: int = 0
+    chunk_kld: list[float] = field(default_factory=list)
+
+    def add(self, logp: np.ndarray, base_logp: np.ndarray, targets: np.ndarray) -> None:
+        p = np.exp(base_logp.astype(np.float64))
+        kld = np.sum(p * (base_logp - logp), axis=-1)
+        self.kld_sum += float(kld.sum())
+        self.nll_sum += float(-logp[np.arange(len(targets)), targets].sum())
+        self.same_top += int(np.sum(logp.argmax(-1) == base_logp.argmax(-1)))
+        self.count += len(targets)
+        self.chunk_kld.append(float(kld.mean()))
+
+    @property
+    def kld(self) -> float:
+        return self.kld_sum / self.count
+
+    @property
+    def ppl(self) -> float:
+        return float(np.exp(self.nll_sum / self.count))
+
+    @property
+    def same_top_pct(self) -> float:
+        return 100.0 * self.same_top / self.count
+
+
+def evaluate(model: Model, chunks, configs, centers: np.ndarray | None = None, progress=None) -> dict[str, Score]:
+    """Score every config against the f16-cache run on each chunk (second half scored); key "f16" is the base
+    (its kld is 0 by definition, its ppl the reference PPL)."""
+    configs = list(configs)
+    labels = [c.label for c in configs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"configs need distinct labels: {labels}")
+    scores = {"f16": Score(), **{lbl: Score() for lbl in labels}}
+    for chunk in chunks:
+        first = len(chunk) // 2
+        targets = chunk[first + 1:]
+        base = log_softmax(model.forward(chunk, CacheConfig(), out_from=first)[:-1])
+        scores["f16"].add(base, base, targets)
+        for cfg in configs:
+            logp = log_softmax(model.forward(chunk, cfg, centers, out_from=first)[:-1])
+            scores[cfg.label].add(logp, base, targets)
+            if progress is not None:
+                progress(cfg.label)
+    return scores
+
+
+def format_table(scores: dict[str, Score], reference: str | None = "q4_0", configs=None,
+                 n_ctx: tuple[int, ...] = ()) -> str:
+    """A Markdown table: mean KLD (and its ratio to `reference`), PPL, same top-1 %, bits/value at each n_ctx."""
+    ref = scores.get(reference) if reference else None
+    bits = {c.label: c for c in (configs or [])}
+    head = ["cache", "mean KLD"] + ([f"/ {reference}"] if ref else []) + ["PPL", "same top-1"]
+    head += [f"bits @ {n}" for n in n_ctx]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, s in scores.items():
+        row = [label, f"{s.kld:.4f}"] + ([f"{s.kld / ref.kld:.2f}x"] if ref else [])
+        row += [f"{s.ppl:.3f}", f"{s.same_top_pct:.1f}%"]
+        row += [f"{config_bits(bits[label], n):.3f}" if label in bits else "16" for n in n_ctx]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def with_label(cfg: CacheConfig, name: str) -> CacheConfig:
+    return replace(cfg, name=name)
