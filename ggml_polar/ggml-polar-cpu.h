@@ -2,9 +2,13 @@
 // lane ("vertical"): every lane runs the reference decode's float32 operations in the reference order, so decoded
 // values are bit-identical to ggml-polar.c; only dot products sum in another order (see ggml_polar_cpu_dot_rows).
 //
-// ggml-polar-cpu.c is compiled into ggml-cpu with ggml-cpu's own SIMD flags, and picks its path the way ggml-cpu
-// does, at compile time: AVX-512F (16 lanes), AVX2 (8 lanes), ARM NEON (4 lanes), or plain C (1 lane).
+// The sources in cpu/ are compiled into ggml-cpu with ggml-cpu's own SIMD flags, and pick their path the way ggml-cpu
+// does, at compile time (cpu/polar-simd-mappings.h): AVX-512F (16 lanes), AVX2 (8 lanes), ARM NEON (4 lanes), or
+// plain C (the same code at 1 lane). cpu/polar-cpu-decode.c holds the decoders and tiles, cpu/polar-cpu-attn.c the
+// flash-attention kernel.
 #pragma once
+
+#include "ggml-polar.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -17,8 +21,8 @@ extern "C" {
 
 struct ggml_polar_cpu_type;
 
-// The type called `name` ("pq46", ...), or NULL.
-const struct ggml_polar_cpu_type * ggml_polar_cpu_type_by_name(const char * name);
+// The CPU codec of a polar type, or NULL when t is not one.
+const struct ggml_polar_cpu_type * ggml_polar_cpu_type_get(enum ggml_polar_type t);
 
 // Blocks decoded together by this build, and the name of its path ("avx512", "avx2", "neon", "scalar").
 int          ggml_polar_cpu_lanes(void);
@@ -38,11 +42,11 @@ void ggml_polar_cpu_dot_rows(const struct ggml_polar_cpu_type * t, const void * 
 void ggml_polar_cpu_dequantize_row(const struct ggml_polar_cpu_type * t, const void * x, float * y, int64_t k);
 
 // Tiles for a flash-attention GEMM: n rows of nblk blocks (row r at x + r*row_stride), decoded bit-identically.
-//   _t: transposed, y[d*y_stride + r] (the K^T tile);  plain: row-major, y[r*y_stride + d] (the V tile).
-void ggml_polar_cpu_decode_tile_t(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride, int n,
-                                  int nblk, float * y, size_t y_stride);
-void ggml_polar_cpu_decode_tile(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride, int n,
-                                int nblk, float * y, size_t y_stride);
+//   _transposed: y[d*y_stride + r] (the K^T tile);  _rows: row-major, y[r*y_stride + d] (the V tile).
+void ggml_polar_cpu_decode_tile_transposed(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride,
+                                           int n, int nblk, float * y, size_t y_stride);
+void ggml_polar_cpu_decode_tile_rows(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride, int n,
+                                     int nblk, float * y, size_t y_stride);
 
 // Flash attention of nq query rows that share one KV head over n_rows cache rows, both K and V polar: every K row
 // is decoded once for all nq queries, every V row once. Online softmax, unnormalized partial results:
@@ -69,11 +73,11 @@ struct ggml_polar_cpu_attn_params {
 };
 #define GGML_POLAR_CPU_ATTN_MAX_Q 16
 
-// Floats of scratch ggml_polar_cpu_attn needs (per calling thread).
-size_t ggml_polar_cpu_attn_scratch(int nq, int dk, int dv);
-// Floats a flash-attention caller needs per thread for up to GGML_POLAR_CPU_ATTN_MAX_Q queries: M, S, slopes,
-// the accumulators and ggml_polar_cpu_attn's scratch.
-size_t ggml_polar_cpu_attn_region(int dk, int dv);
+// Floats of scratch that ggml_polar_cpu_attn itself needs (per calling thread).
+size_t ggml_polar_cpu_attn_kernel_scratch(int nq, int dk, int dv);
+// Floats a flash-attention caller needs per thread for up to GGML_POLAR_CPU_ATTN_MAX_Q queries: its M, S, slopes and
+// accumulators, followed by the kernel's scratch (ggml_polar_cpu_attn_kernel_scratch).
+size_t ggml_polar_cpu_attn_thread_workspace(int dk, int dv);
 void   ggml_polar_cpu_attn(const struct ggml_polar_cpu_attn_params * p, float * M, float * S, float * acc,
                            float * scratch);
 

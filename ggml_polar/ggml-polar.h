@@ -23,50 +23,39 @@ extern "C" {
 #define GGML_POLAR_RESTRICT restrict
 #endif
 
-#define GGML_POLAR_R GGML_POLAR_RESTRICT
+// The types in ggml type id order (PQ_FOREACH_TYPE): GGML_POLAR_TYPE_PQ27, ..., GGML_POLAR_TYPE_PQK1.
+enum ggml_polar_type {
+#define GGML_POLAR_TYPE_ENUM(name, NAME, kind, ggml_id) GGML_POLAR_TYPE_##NAME,
+    PQ_FOREACH_TYPE(GGML_POLAR_TYPE_ENUM)
+#undef GGML_POLAR_TYPE_ENUM
+    GGML_POLAR_TYPE_COUNT
+};
 
-// Reference encoders (ggml from_float_ref).
-void quantize_row_pq38p_ref(const float * GGML_POLAR_R x, block_pq38p * GGML_POLAR_R y, int64_t k);
-void quantize_row_pq27_ref (const float * GGML_POLAR_R x, block_pq27  * GGML_POLAR_R y, int64_t k);
-void quantize_row_pq32_ref (const float * GGML_POLAR_R x, block_pq32  * GGML_POLAR_R y, int64_t k);
-void quantize_row_pq37_ref (const float * GGML_POLAR_R x, block_pq37  * GGML_POLAR_R y, int64_t k);
-void quantize_row_pq42_ref (const float * GGML_POLAR_R x, block_pq42  * GGML_POLAR_R y, int64_t k);
-void quantize_row_pq46_ref (const float * GGML_POLAR_R x, block_pq46  * GGML_POLAR_R y, int64_t k);
-void quantize_row_pqk1_ref (const float * GGML_POLAR_R x, block_pqk1  * GGML_POLAR_R y, int64_t k);
+// The ggml entry points, four per type, declared for every PQ_FOREACH_TYPE entry and defined by
+// GGML_POLAR_DEFINE_ENTRY_POINTS in ggml-polar.c. For pq46:
+//   quantize_row_pq46_ref  reference encoder (ggml from_float_ref)
+//   dequantize_row_pq46    decoder (ggml to_float); works on a single block too (k = 64)
+//   quantize_pq46          whole-tensor encoder for ggml_quantize_chunk. The importance matrix is ignored: the
+//                          codebooks are fixed by the angle densities, not fitted to data.
+//   ggml_vec_dot_pq46_f32  dot product of n encoded values with n f32 values (ggml vec_dot, vec_dot_type F32,
+//                          nrc = 1)
+#define GGML_POLAR_DECLARE_ENTRY_POINTS(name, NAME, kind, ggml_id)                                                  \
+    void   quantize_row_##name##_ref(const float * GGML_POLAR_RESTRICT x, block_##name * GGML_POLAR_RESTRICT y,     \
+                                     int64_t k);                                                                    \
+    void   dequantize_row_##name(const block_##name * GGML_POLAR_RESTRICT x, float * GGML_POLAR_RESTRICT y,         \
+                                 int64_t k);                                                                        \
+    size_t quantize_##name(const float * GGML_POLAR_RESTRICT src, void * GGML_POLAR_RESTRICT dst, int64_t nrows,    \
+                           int64_t n_per_row, const float * imatrix);                                               \
+    void   ggml_vec_dot_##name##_f32(int n, float * GGML_POLAR_RESTRICT s, size_t bs,                               \
+                                     const void * GGML_POLAR_RESTRICT vx, size_t bx,                                \
+                                     const void * GGML_POLAR_RESTRICT vy, size_t by, int nrc);
+PQ_FOREACH_TYPE(GGML_POLAR_DECLARE_ENTRY_POINTS)
 
-// Decoders (ggml to_float); they work on a single block too (k = 64).
-void dequantize_row_pq38p(const block_pq38p * GGML_POLAR_R x, float * GGML_POLAR_R y, int64_t k);
-void dequantize_row_pq27 (const block_pq27  * GGML_POLAR_R x, float * GGML_POLAR_R y, int64_t k);
-void dequantize_row_pq32 (const block_pq32  * GGML_POLAR_R x, float * GGML_POLAR_R y, int64_t k);
-void dequantize_row_pq37 (const block_pq37  * GGML_POLAR_R x, float * GGML_POLAR_R y, int64_t k);
-void dequantize_row_pq42 (const block_pq42  * GGML_POLAR_R x, float * GGML_POLAR_R y, int64_t k);
-void dequantize_row_pq46 (const block_pq46  * GGML_POLAR_R x, float * GGML_POLAR_R y, int64_t k);
-void dequantize_row_pqk1 (const block_pqk1  * GGML_POLAR_R x, float * GGML_POLAR_R y, int64_t k);
-
-// Whole-tensor encoders for ggml_quantize_chunk. The importance matrix is ignored: the codebooks are fixed by
-// the angle densities, not fitted to data.
-size_t quantize_pq38p(const float * GGML_POLAR_R src, void * GGML_POLAR_R dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
-size_t quantize_pq27 (const float * GGML_POLAR_R src, void * GGML_POLAR_R dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
-size_t quantize_pq32 (const float * GGML_POLAR_R src, void * GGML_POLAR_R dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
-size_t quantize_pq37 (const float * GGML_POLAR_R src, void * GGML_POLAR_R dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
-size_t quantize_pq42 (const float * GGML_POLAR_R src, void * GGML_POLAR_R dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
-size_t quantize_pq46 (const float * GGML_POLAR_R src, void * GGML_POLAR_R dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
-size_t quantize_pqk1 (const float * GGML_POLAR_R src, void * GGML_POLAR_R dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
-
-// Dot product of n encoded values with n f32 values (ggml vec_dot, vec_dot_type F32, nrc = 1).
-void ggml_vec_dot_pq38p_f32(int n, float * GGML_POLAR_R s, size_t bs, const void * GGML_POLAR_R vx, size_t bx, const void * GGML_POLAR_R vy, size_t by, int nrc);
-void ggml_vec_dot_pq27_f32 (int n, float * GGML_POLAR_R s, size_t bs, const void * GGML_POLAR_R vx, size_t bx, const void * GGML_POLAR_R vy, size_t by, int nrc);
-void ggml_vec_dot_pq32_f32 (int n, float * GGML_POLAR_R s, size_t bs, const void * GGML_POLAR_R vx, size_t bx, const void * GGML_POLAR_R vy, size_t by, int nrc);
-void ggml_vec_dot_pq37_f32 (int n, float * GGML_POLAR_R s, size_t bs, const void * GGML_POLAR_R vx, size_t bx, const void * GGML_POLAR_R vy, size_t by, int nrc);
-void ggml_vec_dot_pq42_f32 (int n, float * GGML_POLAR_R s, size_t bs, const void * GGML_POLAR_R vx, size_t bx, const void * GGML_POLAR_R vy, size_t by, int nrc);
-void ggml_vec_dot_pq46_f32 (int n, float * GGML_POLAR_R s, size_t bs, const void * GGML_POLAR_R vx, size_t bx, const void * GGML_POLAR_R vy, size_t by, int nrc);
-void ggml_vec_dot_pqk1_f32 (int n, float * GGML_POLAR_R s, size_t bs, const void * GGML_POLAR_R vx, size_t bx, const void * GGML_POLAR_R vy, size_t by, int nrc);
-
-// The types, for tools and bindings that look them up by name.
-typedef void (*ggml_polar_to_float_t)(const void * GGML_POLAR_R x, float * GGML_POLAR_R y, int64_t k);
-typedef void (*ggml_polar_from_float_t)(const float * GGML_POLAR_R x, void * GGML_POLAR_R y, int64_t k);
-typedef void (*ggml_polar_vec_dot_t)(int n, float * GGML_POLAR_R s, size_t bs, const void * GGML_POLAR_R vx, size_t bx,
-                                     const void * GGML_POLAR_R vy, size_t by, int nrc);
+// The types, for tools and bindings that look them up by index.
+typedef void (*ggml_polar_to_float_t)(const void * GGML_POLAR_RESTRICT x, float * GGML_POLAR_RESTRICT y, int64_t k);
+typedef void (*ggml_polar_from_float_t)(const float * GGML_POLAR_RESTRICT x, void * GGML_POLAR_RESTRICT y, int64_t k);
+typedef void (*ggml_polar_vec_dot_t)(int n, float * GGML_POLAR_RESTRICT s, size_t bs, const void * GGML_POLAR_RESTRICT vx,
+                                     size_t bx, const void * GGML_POLAR_RESTRICT vy, size_t by, int nrc);
 
 struct ggml_polar_type_info {
     const char *            name;
@@ -79,10 +68,8 @@ struct ggml_polar_type_info {
 };
 
 int ggml_polar_type_count(void);
-// NULL when i is out of range.
+// i is an enum ggml_polar_type; NULL when it is out of range.
 const struct ggml_polar_type_info * ggml_polar_get_type_info(int i);
-
-#undef GGML_POLAR_R
 
 #ifdef __cplusplus
 }

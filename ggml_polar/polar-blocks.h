@@ -30,31 +30,26 @@ typedef struct {
     int32_t bound_offset[PQ_MAX_LEVELS];  // each level's decision boundaries in pq_bound
 } pq_tree_desc;
 
-// The paper's configuration: 4 groups of 16 values, bits 4/2/2/2, an fp16 radius per group.
-typedef struct {
-    uint8_t r[PQ38P_RADIUS_BYTES];   // 4 fp16 radii
-    uint8_t qs[PQ38P_CODE_BYTES];
-} block_pq38p;
-PQ_STATIC_ASSERT(sizeof(block_pq38p) == PQ38P_TYPE_SIZE, "wrong pq38p block size/padding");
-PQ_STATIC_ASSERT(PQ38P_TYPE_SIZE * 8 == 62 * (PQ_BLOCK / 16), "pq38p must be exactly 62 bits per 16 values");
-
-// The rate-optimised family: one 64-value group, bits per level from the generator's search, 8-bit log norm.
-#define PQ_DECLARE_FAMILY_BLOCK(name, NAME)                                            \
-    typedef struct {                                                                   \
-        uint8_t r[NAME##_RADIUS_BYTES];                                                \
-        uint8_t qs[NAME##_CODE_BYTES];                                                 \
-    } block_##name;                                                                    \
-    PQ_STATIC_ASSERT(sizeof(block_##name) == NAME##_TYPE_SIZE, "wrong " #name " block size/padding")
-
-PQ_DECLARE_FAMILY_BLOCK(pq27, PQ27);
-PQ_DECLARE_FAMILY_BLOCK(pq32, PQ32);
-PQ_DECLARE_FAMILY_BLOCK(pq37, PQ37);
-PQ_DECLARE_FAMILY_BLOCK(pq42, PQ42);
-PQ_DECLARE_FAMILY_BLOCK(pq46, PQ46);
-
+// Block layouts, one per PQ_FOREACH_TYPE entry (block_pq46, ...), and each tree type's layout descriptor as a
+// constant (pq46_desc, ...), defined here once for the C library, the CPU paths and the Metal kernels.
+// A tree block: the radii (fp16, little-endian, or 8-bit log norms), then the code stream.
+#define PQ_DECLARE_BLOCK_TREE(name, NAME)                                                        \
+    typedef struct {                                                                             \
+        uint8_t r[NAME##_RADIUS_BYTES];                                                          \
+        uint8_t qs[NAME##_CODE_BYTES];                                                           \
+    } block_##name;                                                                              \
+    PQ_TABLE pq_tree_desc name##_desc = NAME##_DESC;
 // The key mode: 8-bit log norm, then one sign bit per value (hyperspherical angles at one bit each).
-typedef struct {
-    uint8_t r;
-    uint8_t signs[PQ_BLOCK / 8];
-} block_pqk1;
-PQ_STATIC_ASSERT(sizeof(block_pqk1) == PQK1_TYPE_SIZE, "wrong pqk1 block size/padding");
+#define PQ_DECLARE_BLOCK_KEY(name, NAME)                                                         \
+    typedef struct {                                                                             \
+        uint8_t r;                                                                               \
+        uint8_t signs[PQ_BLOCK / 8];                                                             \
+    } block_##name;
+#define PQ_DECLARE_BLOCK(name, NAME, kind, ggml_id)                                              \
+    PQ_DECLARE_BLOCK_##kind(name, NAME)                                                          \
+    PQ_STATIC_ASSERT(sizeof(block_##name) == NAME##_TYPE_SIZE, "wrong " #name " block size/padding");
+
+PQ_FOREACH_TYPE(PQ_DECLARE_BLOCK)
+
+// The paper's configuration: 4 groups of 16 values, bits 4/2/2/2, an fp16 radius per group.
+PQ_STATIC_ASSERT(PQ38P_TYPE_SIZE * 8 == 62 * (PQ_BLOCK / 16), "pq38p must be exactly 62 bits per 16 values");

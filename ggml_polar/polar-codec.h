@@ -331,3 +331,16 @@ static inline void pqk1_decode_span(PQ_DEVICE const uint8_t * blk, int i0, int m
         y[i - i0] = r * (((blk[1 + i / 8] >> (i % 8)) & 1) ? -mag : mag);
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// One block of a PQ_FOREACH_TYPE entry by its kind, so code over every type reads the same for each:
+//   PQ_QUANTIZE_BLOCK_<kind>(name, x, blk), PQ_DECODE_BLOCK_<kind>(name, blk, y) and
+//   PQ_DECODE_SPAN_<kind>(name, blk, i0, p, y) for the 2^p values [i0, i0 + 2^p).
+// ---------------------------------------------------------------------------------------------------------------
+
+#define PQ_QUANTIZE_BLOCK_TREE(name, x, blk)     pq_tree_quantize_block(&name##_desc, x, blk)
+#define PQ_DECODE_BLOCK_TREE(name, blk, y)       pq_tree_decode_block(&name##_desc, blk, y)
+#define PQ_DECODE_SPAN_TREE(name, blk, i0, p, y) pq_tree_decode_span(&name##_desc, blk, i0, p, y)
+#define PQ_QUANTIZE_BLOCK_KEY(name, x, blk)      pqk1_quantize_block(x, blk)
+#define PQ_DECODE_BLOCK_KEY(name, blk, y)        pqk1_decode_span(blk, 0, PQ_BLOCK, y)
+#define PQ_DECODE_SPAN_KEY(name, blk, i0, p, y)  pqk1_decode_span(blk, i0, 1 << (p), y)

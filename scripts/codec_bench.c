@@ -1,7 +1,7 @@
 // Microbenchmark of the CPU codec on one machine: the reference encoder (the cache write), the SIMD block decoder,
 // and ggml_polar_cpu_attn over 4096 cache rows for 3 query heads sharing one KV head (SmolLM2's layout, head 64).
-//   cc -O3 -march=native -Iggml_polar scripts/codec_bench.c ggml_polar/ggml-polar-cpu.c ggml_polar/ggml-polar.c
-//      -lm -o build/codec_bench && build/codec_bench pq46
+//   cc -O3 -march=native -Iggml_polar scripts/codec_bench.c ggml_polar/cpu/polar-cpu-decode.c
+//      ggml_polar/cpu/polar-cpu-attn.c ggml_polar/ggml-polar.c -lm -o build/codec_bench && build/codec_bench pq46
 #include "ggml-polar-cpu.h"
 #include "ggml-polar.h"
 
@@ -19,13 +19,15 @@ static double now(void) {
 
 int main(int argc, char ** argv) {
     const char * name = argc > 1 ? argv[1] : "pq46";
-    const struct ggml_polar_cpu_type *  t    = ggml_polar_cpu_type_by_name(name);
-    const struct ggml_polar_type_info * info = NULL;
+    // the command line names the type; everything after identifies it by its enum
+    int type = -1;
     for (int i = 0; i < ggml_polar_type_count(); ++i) {
         if (strcmp(ggml_polar_get_type_info(i)->name, name) == 0) {
-            info = ggml_polar_get_type_info(i);
+            type = i;
         }
     }
+    const struct ggml_polar_type_info * info = ggml_polar_get_type_info(type);
+    const struct ggml_polar_cpu_type *  t    = ggml_polar_cpu_type_get((enum ggml_polar_type) type);
     if (!t || !info) {
         fprintf(stderr, "unknown type %s\n", name);
         return 2;
@@ -61,7 +63,7 @@ int main(int argc, char ** argv) {
 
     float   q[NQ * D];
     float   M[NQ], S[NQ], acc[NQ * D];
-    float * scratch = malloc(sizeof(float) * ggml_polar_cpu_attn_scratch(NQ, D, D));
+    float * scratch = malloc(sizeof(float) * ggml_polar_cpu_attn_kernel_scratch(NQ, D, D));
     for (int i = 0; i < NQ * D; ++i) {
         q[i] = (float) rand() / (float) RAND_MAX;
     }

@@ -47,7 +47,7 @@ FP16_STEPS_PER_OCTAVE = 1024  # 10 mantissa bits
 
 # The family's radius format, decided by measurement. By MSE alone the 8-bit log norm wins at every rate (the
 # --frontier table shows it), but its error is coherent: it scales q.k itself, so for queries along the key, which
-# attention is made of, it dominates. On real K from SmolLM2 (see README, "How the radius format was chosen") the
+# attention is made of, it dominates. On real K from SmolLM2 (docs/design.md, "How the radius format was chosen") the
 # 8-bit norm gave pq46 a logit error of 0.0269 against 0.0101 with fp16 for key-like queries; KLD was a tie.
 FAMILY_RADIUS = RADIUS_FP16
 # Every type carries its ggml type id (GGML_TYPE_<NAME> in patch 0001). The ids are an on-disk format: a new type

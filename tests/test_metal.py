@@ -7,7 +7,7 @@
 * Parity: tests/metal/polar_shim_run.cpp runs the Metal quantize, dequantize (4x4 and t4), the set_rows, cpy and
   kv->f16 kernels and the FA-vec dot on the CPU, on the same inputs as the C library, and the codes and decoded
   values must be identical.
-Not checked here (see the README): address spaces, threadgroup memory limits, simdgroup execution, GPU float
+Not checked here (see docs/metal.md): address spaces, threadgroup memory limits, simdgroup execution, GPU float
 subnormal flushing; those need Apple hardware (test-backend-ops -b Metal).
 """
 from __future__ import annotations

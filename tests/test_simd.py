@@ -1,4 +1,4 @@
-"""The SIMD CPU codec (ggml_polar/ggml-polar-cpu.c) against the reference, on every ISA path it has.
+"""The SIMD CPU codec (ggml_polar/cpu/) against the reference, on every ISA path it has.
 
 tests/c/simd_parity.c is built once per path and run: AVX-512 and AVX2 where this CPU has them, plain C, and ARM
 NEON with Debian's aarch64 cross compiler under qemu-user (.ci/run installs both). Decoded values must be
@@ -15,7 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "ggml_polar"
-SOURCES = [ROOT / "tests" / "c" / "simd_parity.c", SRC / "ggml-polar-cpu.c", SRC / "ggml-polar.c"]
+CPU_SOURCES = [SRC / "cpu" / "polar-cpu-decode.c", SRC / "cpu" / "polar-cpu-attn.c", SRC / "ggml-polar.c"]
+SOURCES = [ROOT / "tests" / "c" / "simd_parity.c", *CPU_SOURCES]
 FLAGS = ["-std=c11", "-O2", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-I", str(SRC)]
 
 
@@ -72,8 +73,8 @@ def test_neon_path_matches_the_reference_under_qemu(tmp_path):
 def test_codec_benchmark_builds_and_reports(tmp_path):
     exe = tmp_path / "codec_bench"
     build = subprocess.run([shutil.which("cc") or "gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(SRC),
-                            str(ROOT / "scripts" / "codec_bench.c"), str(SRC / "ggml-polar-cpu.c"),
-                            str(SRC / "ggml-polar.c"), "-lm", "-o", str(exe)], capture_output=True, text=True)
+                            str(ROOT / "scripts" / "codec_bench.c"), *map(str, CPU_SOURCES), "-lm", "-o", str(exe)],
+                           capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     run = subprocess.run([str(exe), "pq46"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and run.stdout.startswith("pq46 (") and "ns per cache row" in run.stdout

@@ -23,55 +23,28 @@ T4x4 pq_to_4x4(thread const float * v) {
                            float4(v[8],  v[9],  v[10], v[11]), float4(v[12], v[13], v[14], v[15]));
 }
 
-#define PQ_METAL_TREE_TYPE(name, NAME)                                                                          \
-    constant static const pq_tree_desc name##_desc = NAME##_DESC;                                               \
+// The four device functions of one PQ_FOREACH_TYPE entry, over its kind's block codec (polar-codec.h).
+#define PQ_METAL_TYPE(name, NAME, kind, ggml_id)                                                                \
     void quantize_##name(device const float * src, device block_##name & dst) {                                 \
-        pq_tree_quantize_block(&name##_desc, src, (device uint8_t *) &dst);                                     \
+        PQ_QUANTIZE_BLOCK_##kind(name, src, (device uint8_t *) &dst);                                           \
     }                                                                                                           \
     void decode_block_##name(device const block_##name * x, thread float * y) {                                 \
-        pq_tree_decode_block(&name##_desc, (device const uint8_t *) x, y);                                      \
+        PQ_DECODE_BLOCK_##kind(name, (device const uint8_t *) x, y);                                            \
     }                                                                                                           \
     template <typename T4x4>                                                                                    \
     void dequantize_##name(device const block_##name * x, short il, thread T4x4 & reg) {                        \
         float v[16];                                                                                            \
-        pq_tree_decode_span(&name##_desc, (device const uint8_t *) x, 16 * il, 4, v);                           \
+        PQ_DECODE_SPAN_##kind(name, (device const uint8_t *) x, 16 * il, 4, v);                                 \
         reg = pq_to_4x4<T4x4>(v);                                                                               \
     }                                                                                                           \
     template <typename T4>                                                                                      \
     void dequantize_##name##_t4(device const block_##name * x, short il, thread T4 & reg) {                     \
         float v[4];                                                                                             \
-        pq_tree_decode_span(&name##_desc, (device const uint8_t *) x, 4 * il, 2, v);                            \
+        PQ_DECODE_SPAN_##kind(name, (device const uint8_t *) x, 4 * il, 2, v);                                  \
         reg = (T4) float4(v[0], v[1], v[2], v[3]);                                                              \
     }
 
-PQ_METAL_TREE_TYPE(pq38p, PQ38P)
-PQ_METAL_TREE_TYPE(pq27,  PQ27)
-PQ_METAL_TREE_TYPE(pq32,  PQ32)
-PQ_METAL_TREE_TYPE(pq37,  PQ37)
-PQ_METAL_TREE_TYPE(pq42,  PQ42)
-PQ_METAL_TREE_TYPE(pq46,  PQ46)
-
-void quantize_pqk1(device const float * src, device block_pqk1 & dst) {
-    pqk1_quantize_block(src, (device uint8_t *) &dst);
-}
-
-void decode_block_pqk1(device const block_pqk1 * x, thread float * y) {
-    pqk1_decode_span((device const uint8_t *) x, 0, PQ_BLOCK, y);
-}
-
-template <typename T4x4>
-void dequantize_pqk1(device const block_pqk1 * x, short il, thread T4x4 & reg) {
-    float v[16];
-    pqk1_decode_span((device const uint8_t *) x, 16 * il, 16, v);
-    reg = pq_to_4x4<T4x4>(v);
-}
-
-template <typename T4>
-void dequantize_pqk1_t4(device const block_pqk1 * x, short il, thread T4 & reg) {
-    float v[4];
-    pqk1_decode_span((device const uint8_t *) x, 4 * il, 4, v);
-    reg = (T4) float4(v[0], v[1], v[2], v[3]);
-}
+PQ_FOREACH_TYPE(PQ_METAL_TYPE)
 
 // ---------------------------------------------------------------------------------------------------------------
 // The cache write: row i01 of src0 (f32) goes to row src1[i01] of dst, one thread per 64-value block.

@@ -1,4 +1,4 @@
-// The SIMD CPU paths (ggml-polar-cpu.c) against the reference codec (ggml-polar.c), for whatever ISA this file is
+// The SIMD CPU paths (ggml_polar/cpu/) against the reference codec (ggml-polar.c), for whatever ISA this file is
 // compiled for (tests/test_simd.py builds it for AVX-512, AVX2, plain C and, under qemu, AArch64 NEON).
 //   decoded values: bit-identical to dequantize_row_<type> (NaN where the reference has NaN);
 //   dot products:   |simd - ref| <= 2^-22 * sum |k_i q_i| over the row (float32 sums of up to 256 terms, in
@@ -51,7 +51,7 @@ static int check_attention(void) {
 
     for (int ti = 0; ti < ggml_polar_type_count(); ++ti) {
         const struct ggml_polar_type_info * info = ggml_polar_get_type_info(ti);
-        const struct ggml_polar_cpu_type *  t    = ggml_polar_cpu_type_by_name(info->name);
+        const struct ggml_polar_cpu_type *  t    = ggml_polar_cpu_type_get((enum ggml_polar_type) ti);
         const size_t                        row  = (DK / 64) * info->type_size;
         for (int softcap = 0; softcap < 2; ++softcap) {
             for (int i = 0; i < ROWS * DK; ++i) kv[i] = rng_normal();
@@ -111,8 +111,47 @@ static int check_attention(void) {
     return failures;
 }
 
+// Both tile layouts over rows of nblk blocks (row r at blocks + r*row_bytes), written with a padded stride: every
+// value bit-identical to the reference, and the padding untouched.
+static int check_tiles(const struct ggml_polar_cpu_type * t, const char * name, const uint8_t * blocks,
+                       size_t row_bytes, int rows, int nblk, const float * ref) {
+    enum { PAD = 3 };
+    static float y[64 * 4 * (64 + PAD)];
+    const float  unset = -12345.0f;
+    const int    dim   = nblk * 64;
+    int          failures = 0;
+    for (int transposed = 0; transposed < 2; ++transposed) {
+        const int    outer  = transposed ? dim : rows;   // rows of the output
+        const int    inner  = transposed ? rows : dim;   // values written per output row
+        const size_t stride = (size_t) inner + PAD;
+        for (size_t i = 0; i < (size_t) outer * stride; ++i) {
+            y[i] = unset;
+        }
+        if (transposed) {
+            ggml_polar_cpu_decode_tile_transposed(t, blocks, row_bytes, rows, nblk, y, stride);
+        } else {
+            ggml_polar_cpu_decode_tile_rows(t, blocks, row_bytes, rows, nblk, y, stride);
+        }
+        for (int o = 0; o < outer; ++o) {
+            for (int i = 0; i < inner + PAD; ++i) {
+                const int   r    = transposed ? i : o;
+                const int   d    = transposed ? o : i;
+                const float want = i < inner ? ref[(size_t) r * dim + d] : unset;
+                if (!same_value(y[(size_t) o * stride + i], want)) {
+                    printf("%s decode_tile_%s (%d blocks per row): row %d value %d: %.9g != %.9g\n", name,
+                           transposed ? "transposed" : "rows", nblk, r, d, y[(size_t) o * stride + i], want);
+                    ++failures;
+                    o = outer;
+                    break;
+                }
+            }
+        }
+    }
+    return failures;
+}
+
 int main(void) {
-    enum { ROWS = 37, MAX_BLK = 4 };      // 37 rows: full lane groups and a partial one on every ISA
+    enum { ROWS = 37, MAX_BLK = 4 };    // 37 rows: full lane groups and a partial one on every ISA
     static float   values[ROWS * MAX_BLK * 64];
     static uint8_t blocks[ROWS * MAX_BLK * 64];
     static float   ref[ROWS * MAX_BLK * 64];
@@ -124,7 +163,7 @@ int main(void) {
 
     for (int ti = 0; ti < ggml_polar_type_count(); ++ti) {
         const struct ggml_polar_type_info * info = ggml_polar_get_type_info(ti);
-        const struct ggml_polar_cpu_type *  t    = ggml_polar_cpu_type_by_name(info->name);
+        const struct ggml_polar_cpu_type *  t    = ggml_polar_cpu_type_get((enum ggml_polar_type) ti);
         const size_t                        ts   = info->type_size;
         if (!t) {
             printf("%s: no cpu type\n", info->name);
@@ -159,6 +198,9 @@ int main(void) {
                     break;
                 }
             }
+
+            // tiles of whole rows (nblk blocks each), both layouts
+            failures += check_tiles(t, info->name, blocks, (size_t) nblk * ts, ROWS, nblk, ref);
 
             // lanes: blocks of rows (stride = a row), first block of each row, transposed
             const size_t row_bytes = (size_t) nblk * ts;

@@ -189,7 +189,8 @@ static int run(const std::string & values_path, const std::string & blocks_path,
     return 0;
 }
 
-#define PQ_SHIM_TYPE(name)                                                                                      \
+// The command line names the type (a test harness boundary); one branch per PQ_FOREACH_TYPE entry.
+#define PQ_SHIM_TYPE(name, NAME, kind, ggml_id)                                                                 \
     if (type == #name) {                                                                                        \
         return run<block_##name, quantize_##name, dequantize_##name<float4x4>, dequantize_##name##_t4<float4>,  \
                    dequantize_##name##_t4<half4>, decode_block_##name>(argv[2], argv[3], argv[4], argv[5]);    \
@@ -201,13 +202,7 @@ int main(int argc, char ** argv) {
         return 2;
     }
     const std::string type = argv[1];
-    PQ_SHIM_TYPE(pq38p)
-    PQ_SHIM_TYPE(pq27)
-    PQ_SHIM_TYPE(pq32)
-    PQ_SHIM_TYPE(pq37)
-    PQ_SHIM_TYPE(pq42)
-    PQ_SHIM_TYPE(pq46)
-    PQ_SHIM_TYPE(pqk1)
+    PQ_FOREACH_TYPE(PQ_SHIM_TYPE)
     std::fprintf(stderr, "unknown type %s\n", type.c_str());
     return 2;
 }

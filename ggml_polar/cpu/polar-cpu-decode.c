@@ -1,0 +1,212 @@
+// The polar CPU decoders (see ggml-polar-cpu.h): one block per vector lane. A lane runs exactly the reference decode
+// of polar-codec.h (the same products, in the same order), so only the width of the loop is new. Code fields sit at
+// the same bit offsets in every block, so each is a shift and a mask of words gathered from all lanes' blocks at
+// once, and each codebook lookup is a permute (or a gather) across lanes.
+#include "polar-cpu-impl.h"
+#include "polar-codec.h"
+
+#include <assert.h>
+
+// The per-type decoders below inline the whole decode with the type's layout as constants, so every shift, offset
+// and loop count is known to the compiler.
+#if defined(__GNUC__)
+#define PQ_INLINE static inline __attribute__((always_inline))
+#define PQ_UNROLL _Pragma("GCC unroll 64")
+#else
+#define PQ_INLINE static inline
+#define PQ_UNROLL
+#endif
+
+// Every lane's block, as 32-bit words: word k starts at byte min(4k, type_size - 4), so none reads past the block.
+typedef struct {
+    pq_vi w[(PQ_BLOCK + 3) / 4];
+    int   nw;
+    int   type_size;
+} pq_words;
+
+PQ_INLINE void pq_words_load(pq_words * b, const uint8_t * x, pq_vi offsets, int type_size) {
+    b->type_size = type_size;
+    b->nw        = (type_size + 3) / 4;
+    for (int k = 0; k < b->nw; ++k) {
+        const int at = 4 * k < type_size - 4 ? 4 * k : type_size - 4;
+        b->w[k] = pq_gather_u32(x + at, offsets);
+    }
+}
+
+PQ_INLINE int pq_word_bit(const pq_words * b, int k) {
+    return 8 * (4 * k < b->type_size - 4 ? 4 * k : b->type_size - 4);
+}
+
+// The nbits-bit field at bit p of every lane's block (nbits <= 16).
+PQ_INLINE pq_vi pq_field(const pq_words * b, int p, int nbits) {
+    int k = p >> 5 < b->nw - 1 ? p >> 5 : b->nw - 1;
+    while (pq_word_bit(b, k) > p) { // the last word that starts at or before p (only the clamped last one may not)
+        --k;
+    }
+    const int   base = pq_word_bit(b, k);
+    const pq_vi mask = pq_splat_i((int32_t) ((1u << nbits) - 1));
+    pq_vi       v    = pq_srl(b->w[k], p - base);
+    if (p + nbits > base + 32) { // continues into the next word
+        const int next = pq_word_bit(b, k + 1);
+        v = pq_or(v, pq_sll(pq_srl(b->w[k + 1], base + 32 - next), base + 32 - p));
+    }
+    return pq_and(v, mask);
+}
+
+// The reference decode of one block in every lane (pq_tree_decode_block): val[v] holds value v of each lane's block.
+PQ_INLINE void pq_tree_lanes(const pq_tree_desc * d, const uint8_t * x, pq_vi offsets, pq_vf * val) {
+    const int n = 1 << d->levels;
+    pq_words  b;
+    pq_words_load(&b, x, offsets, d->type_size);
+    PQ_UNROLL
+    for (int g = 0; g < d->groups; ++g) {
+        pq_vf * gv = val + g * n;
+        gv[0] = d->radius_format == PQ_RADIUS_FP16 ? pq_fp16_lanes(pq_field(&b, 16 * g, 16))
+                                                   : pq_gather_f32(pq_log8_value, pq_field(&b, 8 * g, 8));
+        const int code_bit0 = 8 * d->groups * (d->radius_format == PQ_RADIUS_FP16 ? 2 : 1);
+        PQ_UNROLL
+        for (int l = d->levels - 1; l >= 0; --l) {
+            const int    nodes = n >> (l + 1);
+            const pq_tab tc    = pq_tab_load(pq_cos + d->table_offset[l], d->bits[l]);
+            const pq_tab ts    = pq_tab_load(pq_sin + d->table_offset[l], d->bits[l]);
+            PQ_UNROLL
+            for (int j = nodes - 1; j >= 0; --j) {
+                const pq_vi code = pq_field(&b, code_bit0 + d->code_offset[l] + (g * nodes + j) * d->bits[l], d->bits[l]);
+                const pq_vf a    = gv[j];
+                gv[2 * j + 1] = pq_mul(a, pq_tab_lookup(&ts, code));
+                gv[2 * j]     = pq_mul(a, pq_tab_lookup(&tc, code));
+            }
+        }
+    }
+}
+
+// The key mode in every lane (pqk1_decode_span): norm times the position's magnitude, with its sign bit.
+PQ_INLINE void pq_key_lanes(const uint8_t * x, pq_vi offsets, pq_vf * val) {
+    pq_words b;
+    pq_words_load(&b, x, offsets, PQK1_TYPE_SIZE);
+    const pq_vf r = pq_gather_f32(pq_log8_value, pq_field(&b, 0, 8));
+    PQ_UNROLL
+    for (int i = 0; i < PQ_BLOCK; ++i) {
+        const float m = pq_key_magnitude[i];
+        val[i] = pq_mul(r, pq_select(pq_eq0(pq_field(&b, 8 + i, 1)), pq_splat(m), pq_splat(-m)));
+    }
+}
+
+// One lane decoder per PQ_FOREACH_TYPE entry, with the type's layout (name##_desc) inlined as constants.
+#define PQ_LANES_TREE(name) pq_tree_lanes(&name##_desc, x, offsets, val)
+#define PQ_LANES_KEY(name)  pq_key_lanes(x, offsets, val)
+#define PQ_DEFINE_LANES(name, NAME, kind, ggml_id)                                     \
+    static void name##_lanes(const uint8_t * x, pq_vi offsets, pq_vf * val) {          \
+        PQ_LANES_##kind(name);                                                         \
+    }
+PQ_FOREACH_TYPE(PQ_DEFINE_LANES)
+
+#define PQ_CPU_TYPE(name, NAME, kind, ggml_id) \
+    [GGML_POLAR_TYPE_##NAME] = { GGML_POLAR_TYPE_##NAME, NAME##_TYPE_SIZE, name##_lanes },
+static const struct ggml_polar_cpu_type pq_cpu_types[GGML_POLAR_TYPE_COUNT] = {
+    PQ_FOREACH_TYPE(PQ_CPU_TYPE)
+};
+
+const struct ggml_polar_cpu_type * ggml_polar_cpu_type_get(enum ggml_polar_type t) {
+    return (int) t >= 0 && t < GGML_POLAR_TYPE_COUNT ? &pq_cpu_types[t] : NULL;
+}
+
+int ggml_polar_cpu_lanes(void) { return PQ_LANES; }
+const char * ggml_polar_cpu_isa(void) { return PQ_ISA; }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Lanes, rows and tiles
+// ---------------------------------------------------------------------------------------------------------------
+
+void ggml_polar_cpu_decode_lanes(const struct ggml_polar_cpu_type * t, const void * x, size_t stride, int n, float * y) {
+    assert(n >= 1 && n <= PQ_LANES && pq_stride_ok(stride));
+    pq_vf val[PQ_BLOCK];
+    t->lanes((const uint8_t *) x, pq_lane_offsets(stride, n), val);
+    for (int v = 0; v < PQ_BLOCK; ++v) {
+        pq_store(y + v * PQ_LANES, val[v]);
+    }
+}
+
+// Rows too far apart for 32-bit lane offsets: the reference dot product, one row at a time.
+static void pq_dot_rows_reference(const struct ggml_polar_cpu_type * t, const uint8_t * rows, size_t row_stride,
+                                  int n, int nblk, const float * q, float * scores) {
+    const struct ggml_polar_type_info * info = ggml_polar_get_type_info(t->type);
+    for (int r = 0; r < n; ++r) {
+        info->vec_dot(nblk * PQ_BLOCK, &scores[r], 0, rows + (size_t) r * row_stride, 0, q, 0, 1);
+    }
+}
+
+void ggml_polar_cpu_dot_rows(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride, int n, int nblk,
+                             const float * q, float * scores) {
+    const uint8_t * rows = (const uint8_t *) x;
+    if (!pq_stride_ok(row_stride)) {
+        pq_dot_rows_reference(t, rows, row_stride, n, nblk, q, scores);
+        return;
+    }
+    for (int r0 = 0; r0 < n; r0 += PQ_LANES) {
+        const int   nl      = pq_min(n - r0, PQ_LANES);
+        const pq_vi offsets = pq_lane_offsets(row_stride, nl);
+        pq_vf       acc     = pq_splat(0.0f);
+        for (int ib = 0; ib < nblk; ++ib) {
+            pq_vf val[PQ_BLOCK];
+            t->lanes(rows + (size_t) r0 * row_stride + (size_t) ib * t->type_size, offsets, val);
+            for (int v = 0; v < PQ_BLOCK; ++v) {
+                acc = pq_madd(val[v], pq_splat(q[ib * PQ_BLOCK + v]), acc);
+            }
+        }
+        for (int r = 0; r < nl; ++r) {
+            scores[r0 + r] = pq_lane(acc, r);
+        }
+    }
+}
+
+// Stores the decoded block ib of the nl rows at r0 into a tile: transposed (y[d*y_stride + r]) or row-major
+// (y[r*y_stride + d]).
+static void pq_store_tile_block(const pq_vf * val, int r0, int nl, int ib, int transposed, float * y, size_t y_stride) {
+    float lanes[PQ_BLOCK * PQ_LANES];
+    for (int v = 0; v < PQ_BLOCK; ++v) {
+        float * dst = transposed ? y + (size_t) (ib * PQ_BLOCK + v) * y_stride + r0 : lanes + v * PQ_LANES;
+        if (!transposed || nl == PQ_LANES) {
+            pq_store(dst, val[v]);
+        } else {
+            pq_store(lanes, val[v]);
+            memcpy(dst, lanes, (size_t) nl * sizeof(float));
+        }
+    }
+    for (int r = 0; r < nl && !transposed; ++r) {
+        float * dst = y + (size_t) (r0 + r) * y_stride + ib * PQ_BLOCK;
+        for (int v = 0; v < PQ_BLOCK; ++v) {
+            dst[v] = lanes[v * PQ_LANES + r];
+        }
+    }
+}
+
+static void pq_decode_tile(const struct ggml_polar_cpu_type * t, const uint8_t * rows, size_t row_stride, int n,
+                           int nblk, int transposed, float * y, size_t y_stride) {
+    assert(pq_stride_ok(row_stride));
+    for (int r0 = 0; r0 < n; r0 += PQ_LANES) {
+        const int   nl      = pq_min(n - r0, PQ_LANES);
+        const pq_vi offsets = pq_lane_offsets(row_stride, nl);
+        for (int ib = 0; ib < nblk; ++ib) {
+            pq_vf val[PQ_BLOCK];
+            t->lanes(rows + (size_t) r0 * row_stride + (size_t) ib * t->type_size, offsets, val);
+            pq_store_tile_block(val, r0, nl, ib, transposed, y, y_stride);
+        }
+    }
+}
+
+void ggml_polar_cpu_decode_tile_transposed(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride,
+                                           int n, int nblk, float * y, size_t y_stride) {
+    pq_decode_tile(t, (const uint8_t *) x, row_stride, n, nblk, 1, y, y_stride);
+}
+
+void ggml_polar_cpu_decode_tile_rows(const struct ggml_polar_cpu_type * t, const void * x, size_t row_stride, int n,
+                                     int nblk, float * y, size_t y_stride) {
+    pq_decode_tile(t, (const uint8_t *) x, row_stride, n, nblk, 0, y, y_stride);
+}
+
+// A row of k values is a tile of k/64 one-block rows, one block apart, written 64 values apart.
+void ggml_polar_cpu_dequantize_row(const struct ggml_polar_cpu_type * t, const void * x, float * y, int64_t k) {
+    assert(k % PQ_BLOCK == 0 && k / PQ_BLOCK <= INT32_MAX);
+    ggml_polar_cpu_decode_tile_rows(t, x, (size_t) t->type_size, (int) (k / PQ_BLOCK), 1, y, PQ_BLOCK);
+}
