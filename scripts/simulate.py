@@ -67,15 +67,16 @@ def main(argv=None) -> int:
     ap.add_argument("--calib-chunks", type=int, default=8, help="chunks of the calibration text (default 8)")
     ap.add_argument("--calib-first-chunk", type=int, default=0, help="skip this many calibration chunks")
     ap.add_argument("--centers", type=Path, help=".npy file: load the centers from it, or save them to it")
-    ap.add_argument("--round-activations", action="store_true",
-                    help="round matmul inputs to 8 bits as llama.cpp's quantized-weight matmuls do")
+    ap.add_argument("--float-activations", action="store_true",
+                    help="keep matmul inputs float32 (default: rounded to 8 bits as llama.cpp's quantized-weight "
+                         "matmuls do, which matches llama-perplexity's figures)")
     ap.add_argument("--bits-ctx", default="512,4096", help="contexts for the bits/value columns")
     ap.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = ap.parse_args(argv)
 
     configs = [sim.parse_cache_spec(s) for s in specs(args)]
     model_file = models.get_model(args.model) if args.model in models.MODELS else Path(args.model)
-    model = sim.Model(model_file, round_activations=args.round_activations)
+    model = sim.Model(model_file, round_activations=not args.float_activations)
     centers = calibration(model, args) if any(c.center == "calib" for c in configs) else None
     chunks = sim.text_chunks(model, args.text, args.chunks, args.ctx, args.first_chunk)
     t = time.time()
