@@ -46,8 +46,29 @@ def calibration(model, args) -> np.ndarray:
     print(f"calibrated centers on {args.calib_text}: {args.calib_chunks} x {args.ctx} tokens from chunk "
           f"{args.calib_first_chunk} ({time.time() - t:.0f} s)", file=sys.stderr)
     if args.centers:
+        args.centers.parent.mkdir(parents=True, exist_ok=True)
         np.save(args.centers, centers)
     return centers
+
+
+def load_model(args) -> sim.Model:
+    model_file = models.get_model(args.model) if args.model in models.MODELS else Path(args.model)
+    return sim.Model(model_file, round_activations=not args.float_activations)
+
+
+def center_report(args) -> int:
+    model = load_model(args)
+    chunks = sim.text_chunks(model, args.text, args.chunks, args.ctx, args.first_chunk)
+    rep = sim.center_report(model, chunks, {p.stem: np.load(p) for p in args.center_report})
+    print(f"{model.path.name}, {args.text.name}: {args.chunks} x {args.ctx} tokens from chunk {args.first_chunk}; "
+          "per layer: mean [min, max]")
+    print("| center | key energy removed | distance to the chunk's own mean |\n|---|---|---|")
+    span = lambda a: f"{a.mean():.3f} [{a.min():.3f}, {a.max():.3f}]"  # noqa: E731
+    for name, r in rep.items():
+        if name != "spread":
+            print(f"| {name} | {span(r['energy'])} | {span(r['distance'])} |")
+    print(f"| (spread of the chunks' own means) | | {span(rep['spread'])} |")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -71,12 +92,15 @@ def main(argv=None) -> int:
                     help="keep matmul inputs float32 (default: rounded to 8 bits as llama.cpp's quantized-weight "
                          "matmuls do, which matches llama-perplexity's figures)")
     ap.add_argument("--bits-ctx", default="512,4096", help="contexts for the bits/value columns")
+    ap.add_argument("--center-report", nargs="*", type=Path, metavar="CENTERS.npy",
+                    help="instead of KLDs: how well these saved centers and online ones fit the text's keys")
     ap.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = ap.parse_args(argv)
 
+    if args.center_report is not None:
+        return center_report(args)
     configs = [sim.parse_cache_spec(s) for s in specs(args)]
-    model_file = models.get_model(args.model) if args.model in models.MODELS else Path(args.model)
-    model = sim.Model(model_file, round_activations=not args.float_activations)
+    model = load_model(args)
     centers = calibration(model, args) if any(c.center == "calib" for c in configs) else None
     chunks = sim.text_chunks(model, args.text, args.chunks, args.ctx, args.first_chunk)
     t = time.time()

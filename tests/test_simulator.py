@@ -229,6 +229,16 @@ def test_evaluate_scores_the_second_half(tiny_llama):
     assert "| pq46 |" in table and "4.625" in table
 
 
+def test_a_sequences_own_mean_removes_the_most_key_energy(tiny_llama):
+    chunks = [tokens(64, seed=s) for s in (1, 2)]
+    rep = sim.center_report(tiny_llama, chunks, {"calib": sim.key_means(tiny_llama, [tokens(64, seed=9)])})
+    own = rep.pop("own mean")
+    assert np.all(own["distance"] == 0) and np.all(own["energy"] > 0.3)     # the tiny model's keys are offset
+    for name in ("calib", "first 16", "first 64"):
+        assert np.all(rep[name]["energy"] <= own["energy"] + 1e-6) and np.all(rep[name]["distance"] > 0), name
+    assert rep["spread"].shape == (tiny_llama.hp.n_layer,)
+
+
 def test_cache_specs_parse():
     c = sim.parse_cache_spec("pq46/pq32+online16+sinkkv2+norot")
     assert (c.type_k, c.type_v, c.center, c.online_keys, c.sink_k, c.sink_v, c.rotate) == \

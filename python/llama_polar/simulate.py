@@ -132,7 +132,8 @@ class CacheConfig:
 
     type_k, type_v: cache types (f16, f32, q4_0, q4_1, q5_0, q5_1, q8_0 or any polar type).
     center: None; "calib" (subtract the centers passed to the forward pass); "online" (subtract the mean of the
-        sequence's first `online_keys` keys, frozen). Centers live in the cache's basis (after RoPE and rotation).
+        sequence's keys online_from .. online_keys - 1, frozen). Centers live in the cache's basis (after RoPE and
+        rotation).
     sink_k, sink_v: the first n tokens' K (V) kept in f16 beside the quantized cache.
     rotate: llama.cpp's attn_rot for quantized types (False: as with LLAMA_ATTN_ROT_DISABLE=1).
     round_q: Q converted to the K type's vec_dot type (q8_0 for upstream quantized K), as the CPU FA kernel does.
@@ -141,6 +142,7 @@ class CacheConfig:
     type_v: str = "f16"
     center: str | None = None
     online_keys: int = 64
+    online_from: int = 0
     sink_k: int = 0
     sink_v: int = 0
     rotate: bool = True
@@ -162,7 +164,7 @@ class CacheConfig:
         if self.center == "calib":
             s += " +c(calib)"
         elif self.center == "online":
-            s += f" +c(first {self.online_keys})"
+            s += f" +c(keys {self.online_from}..{self.online_keys - 1})"
         if self.sink_k or self.sink_v:
             s += f" +sink K{self.sink_k}" + (f"V{self.sink_v}" if self.sink_v else "")
         if not self.rotate:
@@ -177,16 +179,16 @@ class CacheConfig:
 
 
 def parse_cache_spec(spec: str) -> CacheConfig:
-    """K[/V] then +modifiers: calib, onlineN, sinkN (K), sinkkvN (K and V), norot, noqround; e.g.
-    pq46/pq32+online64+sinkkv1. The spec is the config's label."""
+    """K[/V] then +modifiers: calib, onlineN (mean of keys 0..N-1), onlineNfromM (keys M..N-1), sinkN (K), sinkkvN
+    (K and V), norot, noqround; e.g. pq46/pq32+online64from1+sinkkv1. The spec is the config's label."""
     types, *mods = spec.split("+")
     type_k, _, type_v = types.partition("/")
     kw: dict = {"type_k": type_k, "type_v": type_v or type_k}
     for m in mods:
         if m == "calib":
             kw["center"] = "calib"
-        elif (g := re.fullmatch(r"online(\d+)", m)):
-            kw.update(center="online", online_keys=int(g[1]))
+        elif (g := re.fullmatch(r"online(\d+)(?:from(\d+))?", m)):
+            kw.update(center="online", online_keys=int(g[1]), online_from=int(g[2] or 0))
         elif (g := re.fullmatch(r"sink(kv)?(\d+)", m)):
             kw["sink_k"] = int(g[2])
             kw["sink_v"] = int(g[2]) if g[1] else 0
@@ -402,7 +404,7 @@ def center_keys(k: np.ndarray, cache: CacheConfig, center: np.ndarray | None) ->
     if cache.center is None:
         return k
     if cache.center == "online":
-        center = online_center(k, cache.online_keys)
+        center = online_center(k[cache.online_from:], cache.online_keys - cache.online_from)
     elif center is None:
         raise ValueError("center='calib' needs centers (see key_means)")
     return k - center.astype(F32)
@@ -509,6 +511,40 @@ def key_means(model: Model, chunks, skip: int = 1) -> np.ndarray:
         model.forward(c, CacheConfig(), out_from=len(c) - 1, on_keys=collect)
         count += len(c) - skip
     return total / count
+
+
+def sequence_keys(model: Model, chunk) -> np.ndarray:
+    """Every layer's keys after RoPE, before rotation, from the f16-cache run: (n_layer, T, n_head_kv, head_dim)."""
+    keys = [None] * model.hp.n_layer
+
+    def keep(il, k):
+        keys[il] = k
+
+    model.forward(chunk, CacheConfig(), out_from=len(chunk) - 1, on_keys=keep)
+    return np.stack(keys)
+
+
+def center_report(model: Model, chunks, centers: dict[str, np.ndarray], online=(16, 64), skip: int = 1) -> dict:
+    """How well each center fits the chunks' keys (positions >= skip), per layer, averaged over the chunks:
+    'energy': the share of the key energy it removes, 1 - sum ||k - c||^2 / sum ||k||^2 (the same in the rotated
+    basis); 'distance': ||c - m|| / ||m|| to the chunk's own mean m (per KV head, averaged). Besides `centers`
+    (name -> (n_layer, n_head_kv, head_dim)), the chunk's own mean ('own mean') and the online centers (mean of the
+    first n keys, position 0 included, and of keys 1..n-1). Also 'spread': ||m_chunk - m_all|| / ||m_all|| across the chunks."""
+    keys = [sequence_keys(model, c) for c in chunks]
+    own = [k[:, skip:].mean(axis=1) for k in keys]
+    every = {"own mean": own, **{n: [c] * len(keys) for n, c in centers.items()},
+             **{f"first {n}": [k[:, :n].mean(axis=1) for k in keys] for n in online},
+             **{f"keys 1..{n - 1}": [k[:, 1:n].mean(axis=1) for k in keys] for n in online}}
+    out = {}
+    for name, cs in every.items():
+        energy = [1 - np.sum((k[:, skip:] - c[:, None]) ** 2, axis=(1, 2, 3)) / np.sum(k[:, skip:] ** 2, axis=(1, 2, 3))
+                  for k, c in zip(keys, cs)]
+        dist = [np.mean(np.linalg.norm(c - m, axis=-1) / np.linalg.norm(m, axis=-1), axis=-1) for c, m in zip(cs, own)]
+        out[name] = {"energy": np.mean(energy, axis=0), "distance": np.mean(dist, axis=0)}
+    m_all = np.mean(own, axis=0)
+    out["spread"] = np.mean([np.mean(np.linalg.norm(m - m_all, axis=-1) / np.linalg.norm(m_all, axis=-1), axis=-1)
+                             for m in own], axis=0)
+    return out
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
