@@ -1,4 +1,5 @@
-"""KL divergence against an f16 cache on a real model (SmolLM2-135M-Instruct, tinyshakespeare, flash attention on).
+"""KL divergence against an f16 cache on a real model (SmolLM2-135M-Instruct, tinyshakespeare, flash attention on),
+of the codec alone (key centering off).
 
 Bounds from the codec's distortion: in the small-error regime KLD grows linearly with the relative MSE D of the
 cached K/V. q4_0 is measured in the same run, so each polar type's prediction is
@@ -20,8 +21,10 @@ CHUNKS = 4
 
 
 def kld_run(model_path, text_path, base, name):
-    """(mean KLD, same-top-token %) of a name/name cache against the f16 base logits."""
-    r = perplexity.kl_divergence(model_path, text_path, CHUNKS, base, name, name, timeout=900)
+    """(mean KLD, same-top-token %) of a name/name cache against the f16 base logits: the codec alone, so without key
+    centering (tests/test_key_centering.py measures what centering adds)."""
+    r = perplexity.kl_divergence(model_path, text_path, CHUNKS, base, name, name, timeout=900,
+                                 env={"LLAMA_K_CENTER": "off"})
     return r.kld, r.same_top
 
 

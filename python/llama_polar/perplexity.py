@@ -8,6 +8,7 @@ A failed run raises RuntimeError with the tail of the tool's log.
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -23,10 +24,12 @@ class Divergence:
     same_top: float     # % of tokens whose most likely next token is the f16 cache's
 
 
-def _run(model, text, chunks: int, base, extra: list[str], threads: int, timeout: float | None) -> str:
+def _run(model, text, chunks: int, base, extra: list[str], threads: int, timeout: float | None,
+         env: dict | None = None) -> str:
     cmd = [str(tool("llama-perplexity")), "-m", str(model), "-f", str(text), "-c", "512", "--chunks", str(chunks),
            "-fa", "on", "-t", str(threads), "--kl-divergence-base", str(base), *extra]
-    out = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+    out = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout,
+                         env=dict(os.environ, **env) if env else None)
     if out.returncode != 0:
         raise RuntimeError(f"llama-perplexity failed:\n{out.stderr[-2000:]}")
     return out.stdout + out.stderr
@@ -39,17 +42,18 @@ def _number(pattern: str, log: str) -> float:
     return float(m.group(1))
 
 
-def base_logits(model, text, chunks: int, base: Path | str, *, threads: int = 2,
-                timeout: float | None = None) -> float:
-    """Runs the f16 cache, writes its logits to `base`; returns its PPL."""
-    log = _run(model, text, chunks, base, [], threads, timeout)
+def base_logits(model, text, chunks: int, base: Path | str, *, cache: str = "f16", threads: int = 2,
+                timeout: float | None = None, env: dict | None = None) -> float:
+    """Runs the f16 (or `cache`) cache, writes its logits to `base`; returns its PPL. env: extra environment."""
+    log = _run(model, text, chunks, base, ["-ctk", cache, "-ctv", cache], threads, timeout, env)
     return _number(r"Final estimate: PPL = ([\d.]+)", log)
 
 
 def kl_divergence(model, text, chunks: int, base: Path | str, type_k: str, type_v: str | None = None, *,
-                  threads: int = 2, timeout: float | None = None) -> Divergence:
-    """Runs a type_k/type_v cache (type_v defaults to type_k) against the base logits of the same text and chunks."""
+                  threads: int = 2, timeout: float | None = None, env: dict | None = None) -> Divergence:
+    """Runs a type_k/type_v cache (type_v defaults to type_k) against the base logits of the same text and chunks.
+    env: extra environment for the run (e.g. {"LLAMA_K_CENTER": "off"})."""
     log = _run(model, text, chunks, base, ["-ctk", type_k, "-ctv", type_v or type_k, "--kl-divergence"], threads,
-               timeout)
+               timeout, env)
     return Divergence(ppl=_number(r"Mean PPL\(Q\)\s+:\s+([\d.]+)", log), kld=_number(r"Mean\s+KLD:\s+([\d.]+)", log),
                       same_top=_number(r"Same top p:\s+([\d.]+)", log))
