@@ -254,31 +254,46 @@ def test_cache_specs_parse():
 # ---------------------------------------------------------------------------------------------------------------
 # Measured when this was written (4 chunks; llama-perplexity / simulator / simulator with float32 activations):
 # f16 PPL 40.456 / 40.435 / 40.465; mean KLD q8_0 0.0036 / 0.0038 / 0.0002, q4_0 0.0479 / 0.0456 / 0.0369,
-# pq46 0.0436 / 0.0442 / 0.0366, pq37 0.1585 / 0.1621 / 0.1597. llama.cpp rounds activations to 8 bits in the Q4_1
-# model's matmuls, which puts a floor of ~0.004 under every cache type (q8_0's KLD) and costs q4_0 more than the
-# polar types; the simulator does the same by default. Bounds: the f16 PPL within 0.5%; each type's KLD within
-# 12% + 0.002 of llama-perplexity's; the ratios to q4_0 within 15%. A cache the simulator did not quantize,
-# quantized without llama.cpp's rotation (q4_0: 0.16), or float32 activations (q4_0 -23%) fail them.
+# pq46 0.0436 / 0.0442 / 0.0366, pq37 0.1585 / 0.1621 / 0.1597; with keys centered (the build's LLAMA_K_CENTER=on,
+# the mean of the first 64 keys; the simulator's online64) pq46 0.0296 / 0.0303, pq37 0.0930 / 0.0959.
+# llama.cpp rounds activations to 8 bits in the Q4_1 model's matmuls, which puts a floor of ~0.004 under every
+# cache type (q8_0's KLD) and costs q4_0 more than the polar types; the simulator does the same by default. Bounds:
+# the f16 PPL within 0.5%; each KLD within 12% + 0.002 of llama-perplexity's; the ratios to q4_0 within 15%. A
+# cache the simulator did not quantize, quantized without llama.cpp's rotation (q4_0: 0.16), float32 activations
+# (q4_0 -23%), or centering missing on either side (pq46 0.030 against 0.044) fail them.
 
 from llama_polar import perplexity  # noqa: E402
 
 CHUNKS = 4
 CHECKED = ("q8_0", "q4_0", "pq46", "pq37")
+CENTERED = ("pq46", "pq37")
+
+
+def llama_run(fn, *args, center: str, **kwargs):
+    """A llama_polar.perplexity call with LLAMA_K_CENTER set (a build without key centering ignores it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLAMA_K_CENTER", center)
+        return fn(*args, timeout=900, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def llama_figures(bin_dir, model_path, text_path, tmp_path_factory):
     base = tmp_path_factory.mktemp("simkld") / "f16.kld"
-    ppl = perplexity.base_logits(model_path, text_path, CHUNKS, base, timeout=900)
-    return ppl, {t: perplexity.kl_divergence(model_path, text_path, CHUNKS, base, t, timeout=900).kld
-                 for t in CHECKED}
+    ppl = llama_run(perplexity.base_logits, model_path, text_path, CHUNKS, base, center="off")
+    plain = {t: llama_run(perplexity.kl_divergence, model_path, text_path, CHUNKS, base, t, center="off").kld
+             for t in CHECKED}
+    centered = {t: llama_run(perplexity.kl_divergence, model_path, text_path, CHUNKS, base, t, center="on").kld
+                for t in CENTERED}
+    return ppl, plain, centered
 
 
 @pytest.fixture(scope="module")
 def sim_figures(bin_dir, model_path, text_path):
     model = sim.Model(model_path)
-    scores = sim.evaluate(model, sim.text_chunks(model, text_path, CHUNKS), [sim.CacheConfig(t, t) for t in CHECKED])
-    return scores["f16"].ppl, {t: scores[t].kld for t in CHECKED}
+    configs = [sim.CacheConfig(t, t) for t in CHECKED] + [sim.parse_cache_spec(f"{t}+online64") for t in CENTERED]
+    scores = sim.evaluate(model, sim.text_chunks(model, text_path, CHUNKS), configs)
+    return (scores["f16"].ppl, {t: scores[t].kld for t in CHECKED},
+            {t: scores[f"{t}+online64"].kld for t in CENTERED})
 
 
 def test_the_simulator_scores_the_same_tokens_as_llama_perplexity(llama_figures, sim_figures):
@@ -295,3 +310,11 @@ def test_the_simulators_kld_is_llama_perplexitys(llama_figures, sim_figures, nam
 def test_the_simulators_ratio_to_q4_0_is_llama_perplexitys(llama_figures, sim_figures, name):
     ratio = lambda f: f[name] / f["q4_0"]  # noqa: E731
     assert ratio(sim_figures[1]) == pytest.approx(ratio(llama_figures[1]), rel=0.15)
+
+
+@pytest.mark.parametrize("name", CENTERED)
+def test_the_simulators_centered_kld_is_llama_perplexitys(llama_figures, sim_figures, name):
+    ref, got = llama_figures[2][name], sim_figures[2][name]
+    if ref == llama_figures[1][name]:
+        pytest.skip("this build does not center keys (LLAMA_K_CENTER changed nothing)")
+    assert abs(got - ref) <= 0.12 * ref + 0.002, f"{name}: simulator {got:.4f}, llama-perplexity {ref:.4f}"
