@@ -22,7 +22,7 @@ f16 cache (no rotation, as llama.cpp).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 import re
 from pathlib import Path
@@ -529,7 +529,8 @@ def center_report(model: Model, chunks, centers: dict[str, np.ndarray], online=(
     'energy': the share of the key energy it removes, 1 - sum ||k - c||^2 / sum ||k||^2 (the same in the rotated
     basis); 'distance': ||c - m|| / ||m|| to the chunk's own mean m (per KV head, averaged). Besides `centers`
     (name -> (n_layer, n_head_kv, head_dim)), the chunk's own mean ('own mean') and the online centers (mean of the
-    first n keys, position 0 included, and of keys 1..n-1). Also 'spread': ||m_chunk - m_all|| / ||m_all|| across the chunks."""
+    first n keys, position 0 included, and of keys 1..n-1). Also 'spread': ||m_chunk - m_all|| / ||m_all|| across
+    the chunks."""
     keys = [sequence_keys(model, c) for c in chunks]
     own = [k[:, skip:].mean(axis=1) for k in keys]
     every = {"own mean": own, **{n: [c] * len(keys) for n, c in centers.items()},
@@ -618,7 +619,3 @@ def format_table(scores: dict[str, Score], reference: str | None = "q4_0", confi
         row += [f"{config_bits(bits[label], n):.3f}" if label in bits else "16" for n in n_ctx]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
-
-
-def with_label(cfg: CacheConfig, name: str) -> CacheConfig:
-    return replace(cfg, name=name)
