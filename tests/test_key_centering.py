@@ -1,4 +1,5 @@
-"""Key centering (patch 0010): a polar K cache stores k - c, with c the mean of the first 64 keys a cache receives.
+"""Key centering (patch 0010): a polar K cache stores k - c, with c the mean of the first 64 keys a cache receives,
+or calibrated over a text (llama_polar.calibrate, LLAMA_K_CENTERS).
 
 Softmax is invariant to a fixed shift of every key (q.(k - c) = q.k - q.c for all keys of a query), so centering is
 exact. On the Q4_1 model every perturbation, however small, moves the logits by the 8-bit rounding of activations in
@@ -7,10 +8,11 @@ llama-quantize: there the only rounding left is float32's (and f16's, for an f16
 """
 import re
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, run_tool
-from llama_polar import perplexity
+from llama_polar import calibrate, perplexity
 
 CHUNKS = 2
 OFF, ON = {"LLAMA_K_CENTER": "off"}, {"LLAMA_K_CENTER": "on"}
@@ -48,16 +50,44 @@ def test_f16_cache_centered_differs_only_by_f16_rounding(f32_model, text_path, f
     assert plain.kld > 0 and centered.kld <= 2 * plain.kld + 1e-6, (plain, centered)
 
 
-def test_centering_lowers_the_kld_of_polar_and_q4_0_caches(model_path, text_path, tmp_path):
+@pytest.fixture(scope="session")
+def centers_file(model_path, tmp_path_factory):
+    """SmolLM2's key centers calibrated over 2 x 512 tokens of Python docstrings (llama_polar.calibrate)."""
+    out = tmp_path_factory.mktemp("centers") / "smollm2.k-centers.gguf"
+    centers, arch = calibrate.key_centers(model_path, chunks=2, progress=False)
+    return calibrate.write_centers(out, centers, arch, "stdlib docstrings, 2 x 512 tokens")
+
+
+def test_the_centers_file_round_trips(centers_file):
+    centers, arch = calibrate.read_centers(centers_file)
+    assert arch == "llama" and centers.shape == (30, 3 * 64) and np.isfinite(centers).all()
+    assert np.abs(centers).max() > 0.1                       # a real offset, not zeros
+
+
+def test_centering_lowers_the_kld_of_polar_and_q4_0_caches(model_path, text_path, tmp_path, centers_file):
     base = tmp_path / "f16.kld"
     perplexity.base_logits(model_path, text_path, CHUNKS, base, timeout=900)
-    kld = {(name, env["LLAMA_K_CENTER"]): perplexity.kl_divergence(model_path, text_path, CHUNKS, base, name,
-                                                                   timeout=900, env=env).kld
-           for name in ("pq46", "q4_0") for env in (OFF, ON)}
-    # measured on 4 chunks: pq46 0.0436 -> 0.0296, q4_0 0.0479 -> 0.0384
+    calibrated = {"LLAMA_K_CENTER": "on", "LLAMA_K_CENTERS": str(centers_file)}   # on: q4_0 too
+    kld = {(name, label): perplexity.kl_divergence(model_path, text_path, CHUNKS, base, name, timeout=900,
+                                                   env=env).kld
+           for name in ("pq46", "q4_0") for label, env in (("off", OFF), ("on", ON), ("calibrated", calibrated))}
+    # measured on 4 chunks: pq46 0.0436 -> 0.0296 online -> 0.0280 calibrated; q4_0 0.0479 -> 0.0384 online
     assert kld["pq46", "on"] < 0.8 * kld["pq46", "off"], kld
     assert kld["q4_0", "on"] < 0.95 * kld["q4_0", "off"], kld
     assert kld["pq46", "on"] < 0.75 * kld["q4_0", "off"], kld
+    assert kld["pq46", "calibrated"] < 0.8 * kld["pq46", "off"], kld
+    assert kld["q4_0", "calibrated"] < 0.9 * kld["q4_0", "off"], kld
+
+
+@pytest.mark.parametrize("arch,layers,message", [
+    ("gemma3", 30, "not key centers of a llama model"),
+    ("llama", 2, "no k_center.2 of 192 F32 values"),
+])
+def test_centers_of_another_model_are_a_clear_error(bin_dir, model_path, tmp_path, arch, layers, message):
+    path = calibrate.write_centers(tmp_path / "other.gguf", np.zeros((layers, 3, 64), np.float32), arch)
+    result = run_tool("llama-completion", "-m", model_path, "-p", PROMPT, "-n", 2, "-no-cnv", "-fa", "on",
+                      "-ctk", "pq46", env={"LLAMA_K_CENTERS": str(path)}, timeout=300)
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-1500:]
 
 
 def greedy_text(model, env, *args):
