@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from . import quants as _polar
+from . import validate
+from .type_names import UnknownTypeError, check_types
 
 F32 = np.float32
 UPSTREAM_QUANTIZED = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0")
@@ -89,7 +91,7 @@ def fake_quant(x: np.ndarray, type_name: str) -> np.ndarray:
     if type_name in _polar.TYPES:
         codec = polar_codec()
         return codec.dequantize(codec.quantize(rows, type_name), type_name).reshape(x.shape)
-    raise ValueError(f"unknown cache type {type_name!r}; known: {', '.join(CACHE_TYPES)}")
+    raise UnknownTypeError([type_name], CACHE_TYPES, "cache type")
 
 
 def q_dot_type(type_k: str) -> str:
@@ -99,11 +101,8 @@ def q_dot_type(type_k: str) -> str:
 
 @lru_cache(maxsize=None)
 def hadamard(n: int) -> np.ndarray:
-    """Sylvester Hadamard matrix of order n (a power of two) scaled by 1/sqrt(n): symmetric, an involution."""
-    h = np.ones((1, 1))
-    while h.shape[0] < n:
-        h = np.block([[h, h], [h, -h]])
-    return (h / np.sqrt(n)).astype(F32)
+    """validate.hadamard(n) in float32 (symmetric, an involution), as the rotation's matrix."""
+    return validate.hadamard(n).astype(F32)
 
 
 def rotate(x: np.ndarray, n: int) -> np.ndarray:
@@ -112,14 +111,7 @@ def rotate(x: np.ndarray, n: int) -> np.ndarray:
     return (x.reshape(-1, n) @ hadamard(n)).reshape(shape)
 
 
-def k_rotation_size(head_dim: int) -> int | None:
-    """llama.cpp's K rotation block: the largest power of two >= 64 dividing the head size (None: no rotation)."""
-    if head_dim % 64:
-        return None
-    n = 64
-    while head_dim % (2 * n) == 0:
-        n *= 2
-    return n
+k_rotation_size = validate.k_rotation_size
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -150,9 +142,7 @@ class CacheConfig:
     name: str | None = None
 
     def __post_init__(self):
-        for t in (self.type_k, self.type_v):
-            if t not in CACHE_TYPES:
-                raise ValueError(f"unknown cache type {t!r}; known: {', '.join(CACHE_TYPES)}")
+        check_types((self.type_k, self.type_v), CACHE_TYPES, "cache type")
         if self.center not in (None, "calib", "online"):
             raise ValueError(f"center must be None, 'calib' or 'online', not {self.center!r}")
 

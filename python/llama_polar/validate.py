@@ -24,12 +24,20 @@ def hadamard(n: int) -> np.ndarray:
     return h / np.sqrt(n)
 
 
+def k_rotation_size(head_dim: int) -> int | None:
+    """llama.cpp's K rotation block: the largest power of two >= 64 dividing the head size (None: no rotation)."""
+    if head_dim % 64:
+        return None
+    n = 64
+    while head_dim % (2 * n) == 0:
+        n *= 2
+    return n
+
+
 def precondition(x: np.ndarray) -> np.ndarray:
     """llama.cpp's rotation of quantized K: a Hadamard transform over the largest power of two (>= 64) dividing d."""
     d = x.shape[-1]
-    n = 64
-    while d % (2 * n) == 0:
-        n *= 2
+    n = k_rotation_size(d)
     return (x.reshape(-1, d // n, n) @ hadamard(n)).reshape(x.shape).astype(np.float32)
 
 
