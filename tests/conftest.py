@@ -197,3 +197,24 @@ def run_tool(tool: str, *args, timeout: float = 600, env: dict | None = None, **
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([str(paths.tool(tool)), *map(str, args)], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, env=full_env, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def f32_model(bin_dir, model_path):
+    """SmolLM2 with F32 weights (llama-quantize --allow-requantize ... F32), kept in .cache/: on it the only rounding
+    left is float32's (and the cache's), where the Q4_1 model's 8-bit activations move logits for any perturbation."""
+    out = ROOT / ".cache" / "SmolLM2-135M-Instruct.F32.gguf"
+    if not out.exists():
+        tmp = out.with_suffix(".partial")
+        result = run_tool("llama-quantize", "--allow-requantize", model_path, tmp, "F32", timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        tmp.rename(out)
+    return out
+
+
+def greedy_text(model, env, *args, prompt: str = "The quick brown fox") -> subprocess.CompletedProcess:
+    """llama-completion's greedy continuation of prompt (-fa on, verbose log in stderr); fails the test on an error."""
+    result = run_tool("llama-completion", "-m", model, "-p", prompt, "--temp", 0, "-no-cnv", "-fa", "on", "-v", *args,
+                      env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result

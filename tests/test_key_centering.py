@@ -11,24 +11,11 @@ import re
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_tool
+from conftest import greedy_text, run_tool
 from llama_polar import calibrate, perplexity
 
 CHUNKS = 2
 OFF, ON = {"LLAMA_K_CENTER": "off"}, {"LLAMA_K_CENTER": "on"}
-PROMPT = "The quick brown fox"
-
-
-@pytest.fixture(scope="session")
-def f32_model(bin_dir, model_path):
-    """SmolLM2 with F32 weights (llama-quantize --allow-requantize ... F32), kept in .cache/."""
-    out = ROOT / ".cache" / "SmolLM2-135M-Instruct.F32.gguf"
-    if not out.exists():
-        tmp = out.with_suffix(".partial")
-        result = run_tool("llama-quantize", "--allow-requantize", model_path, tmp, "F32", timeout=600)
-        assert result.returncode == 0, result.stderr[-2000:]
-        tmp.rename(out)
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -85,16 +72,9 @@ def test_centering_lowers_the_kld_of_polar_and_q4_0_caches(model_path, text_path
 ])
 def test_centers_of_another_model_are_a_clear_error(bin_dir, model_path, tmp_path, arch, layers, message):
     path = calibrate.write_centers(tmp_path / "other.gguf", np.zeros((layers, 3, 64), np.float32), arch)
-    result = run_tool("llama-completion", "-m", model_path, "-p", PROMPT, "-n", 2, "-no-cnv", "-fa", "on",
+    result = run_tool("llama-completion", "-m", model_path, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on",
                       "-ctk", "pq46", env={"LLAMA_K_CENTERS": str(path)}, timeout=300)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-1500:]
-
-
-def greedy_text(model, env, *args):
-    result = run_tool("llama-completion", "-m", model, "-p", PROMPT, "--temp", 0, "-no-cnv", "-fa", "on", "-v", *args,
-                      env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result
 
 
 def test_centering_is_the_default_for_polar_k_only(bin_dir, model_path):
@@ -113,7 +93,7 @@ def test_context_shift_keeps_centering_exact(f32_model):
 
 
 def test_a_bad_setting_is_a_clear_error(bin_dir, model_path):
-    result = run_tool("llama-completion", "-m", model_path, "-p", PROMPT, "-n", 2, "-no-cnv", "-fa", "on",
+    result = run_tool("llama-completion", "-m", model_path, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on",
                       "-ctk", "pq46", env={"LLAMA_K_CENTER": "maybe"}, timeout=300)
     assert result.returncode != 0
     assert re.search(r"LLAMA_K_CENTER must be auto, on or off, not 'maybe'", result.stderr)

@@ -142,3 +142,13 @@ def test_cpu_flash_attention_polar_path_matches_the_reference(bin_dir):
     assert m and m.group(1) == m.group(2) and int(m.group(2)) >= 100, result.stdout[-2000:]
     for nb in (1, 3, 75):   # decode, small batch, tiled
         assert re.search(rf"hsk=64,.*nb={nb},.*type_K=pq46.*OK", result.stdout), nb
+
+
+def test_cpu_flash_attention_exact_rows_match_the_reference(bin_dir):
+    """Exact rows (ggml_flash_attn_ext_set_exact_rows, the sink rows of patch 0012) on every CPU path, against the
+    reference path: polar K and V (decode and small batches: the polar path; 75 queries: tiled), polar K with f16 V
+    (the reference path itself) and f16, with and without exact V rows, an unused slot and a cell past the cache."""
+    result = run_tool("test-backend-ops", "test", "-o", "FLASH_ATTN_EXT", "-b", "CPU", "-p", "n_slots=", timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    m = re.search(r"(\d+)/(\d+) tests passed", result.stdout)
+    assert m and m.group(1) == m.group(2) and int(m.group(2)) == 60, result.stdout[-2000:]

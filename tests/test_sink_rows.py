@@ -1,0 +1,100 @@
+"""Exact sink rows (patch 0012): the first positions of every sequence keep their K (and a polar V) in f16 beside a
+polar cache, and flash attention reads those rows instead of the quantized ones (ggml_flash_attn_ext_set_exact_rows;
+the CPU paths are checked against the reference path by test-backend-ops, test_backend_ops.py).
+
+After key centering the first key sits far from the others and takes much of the attention, so its quantization
+error is what costs most: one f16 row per sequence (LLAMA_KV_SINK_ROWS=1, the default for a centered polar K cache)
+removes it. With every row exact (LLAMA_KV_SINK_ROWS >= the context) a polar cache must behave as an f16 cache:
+that checks the bookkeeping end to end (writes, the cell of every row, the tiled and decode paths, context shift).
+"""
+import numpy as np
+import pytest
+
+from conftest import greedy_text, run_tool
+from llama_polar import perplexity
+
+CHUNKS = 2
+NO_SINK, ALL_EXACT = {"LLAMA_KV_SINK_ROWS": "0"}, {"LLAMA_KV_SINK_ROWS": "1024"}
+
+
+@pytest.fixture(scope="session")
+def f32_base(f32_model, text_path, tmp_path_factory):
+    """Logits of the F32 model with an f32 cache."""
+    base = tmp_path_factory.mktemp("sink") / "f32.kld"
+    perplexity.base_logits(f32_model, text_path, CHUNKS, base, cache="f32", timeout=900)
+    return base
+
+
+def test_every_row_exact_makes_a_polar_cache_an_f16_cache(f32_model, text_path, f32_base):
+    f16 = perplexity.kl_divergence(f32_model, text_path, CHUNKS, f32_base, "f16", timeout=900)
+    polar = perplexity.kl_divergence(f32_model, text_path, CHUNKS, f32_base, "pq46", timeout=900, env=NO_SINK)
+    exact = perplexity.kl_divergence(f32_model, text_path, CHUNKS, f32_base, "pq46", timeout=900, env=ALL_EXACT)
+    # f16 rounding of k - c in the rotated basis, against f16 rounding of k: the same size
+    assert exact.kld <= 2 * f16.kld + 1e-6 and exact.kld < 0.02 * polar.kld, (f16, polar, exact)
+
+
+def test_one_sink_row_lowers_the_kld(model_path, text_path, tmp_path):
+    base = tmp_path / "f16.kld"
+    perplexity.base_logits(model_path, text_path, CHUNKS, base, timeout=900)
+    kld = {(k, v, label): perplexity.kl_divergence(model_path, text_path, CHUNKS, base, k, v, timeout=900, env=env).kld
+           for k, v in (("pq46", "pq46"), ("pq46", "pq37"), ("pq46", "f16"))
+           for label, env in (("none", NO_SINK), ("default", None))}
+    # the simulator's 4-chunk figures: pq46 0.59x -> 0.43x q4_0's KLD with one K row, 0.39x with K and V
+    for k, v in (("pq46", "pq46"), ("pq46", "pq37"), ("pq46", "f16")):
+        assert kld[k, v, "default"] < 0.85 * kld[k, v, "none"], kld
+
+
+def test_sink_rows_are_the_default_for_centered_polar_k_only(bin_dir, model_path):
+    polar = greedy_text(model_path, None, "-n", 4, "-ctk", "pq46", "-ctv", "pq37")
+    assert "exact sink rows: the first 1 position of every sequence" in polar.stderr
+    for env, args in ((None, ("-ctk", "q4_0", "-ctv", "q4_0")), ({"LLAMA_K_CENTER": "off"}, ("-ctk", "pq46"))):
+        assert "exact sink rows" not in greedy_text(model_path, env, "-n", 4, *args).stderr
+
+
+def test_context_shift_moves_the_exact_rows(f32_model):
+    """Past a 128-token context the cache is shifted, exact rows included: with every row exact the greedy text is
+    the f16 cache's."""
+    args = ("-n", 200, "-c", 128, "--context-shift", "--ignore-eos", "-ctv", "f16")
+    f16 = greedy_text(f32_model, None, *args, "-ctk", "f16")
+    exact = greedy_text(f32_model, ALL_EXACT, *args, "-ctk", "pq46")
+    assert "applying K-shift" in exact.stderr and "exact sink rows" in exact.stderr
+    assert exact.stdout == f16.stdout
+
+
+@pytest.mark.parametrize("env,args,message", [
+    ({"LLAMA_KV_SINK_ROWS": "one"}, ("-ctk", "pq46"), "LLAMA_KV_SINK_ROWS must be a whole number from 0 to 1024, not 'one'"),
+    ({"LLAMA_KV_SINK_ROWS": "2000"}, ("-ctk", "pq46"), "LLAMA_KV_SINK_ROWS must be a whole number from 0 to 1024"),
+    ({"LLAMA_KV_SINK_ROWS": "1"}, ("-ctk", "q4_0"), "exact sink rows need a polar K cache of its own, not q4_0"),
+])
+def test_a_bad_setting_is_a_clear_error(bin_dir, model_path, env, args, message):
+    result = run_tool("llama-completion", "-m", model_path, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on", *args,
+                      env=env, timeout=300)
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-1500:]
+
+
+def _context(monkeypatch, model_path, sink_rows: str):
+    import llama_polar.llama as llama
+    monkeypatch.setenv("LLAMA_KV_SINK_ROWS", sink_rows)      # read when the context is created
+    return llama.Llama(model_path=str(model_path), n_ctx=256, type_k="pq46", type_v="pq46", flash_attn=True,
+                       verbose=False)
+
+
+def _next_logits(llm, token: int):
+    llm.eval([token])
+    return np.array(llm.scores[llm.n_tokens - 1])
+
+
+def test_a_state_keeps_its_exact_rows(bin_dir, model_path, monkeypatch):
+    """The logits after a restore are bit-identical to the saving context's: the f16 rows came back with the cells."""
+    first = _context(monkeypatch, model_path, "1")
+    first.eval(first.tokenize(b"Once upon a time, in a land far away,"))
+    state = first.save_state()
+    token = first.tokenize(b" there", add_bos=False)[0]
+    expected = _next_logits(first, token)
+
+    restored = _context(monkeypatch, model_path, "1")
+    restored.load_state(state)
+    np.testing.assert_array_equal(_next_logits(restored, token), expected)
+
+    with pytest.raises(RuntimeError, match="Failed to set llama state data"):
+        _context(monkeypatch, model_path, "0").load_state(state)
