@@ -14,6 +14,9 @@ One locator for every built file, first match wins:
 A file that is not there raises LibraryError, which names what was looked for, where, and the make command that
 builds it. On macOS the libraries end in .dylib instead of .so.
 
+In a source checkout, downloads are kept in its .cache/; an installed package (pip install) keeps them in
+~/.cache/llama-polar; $LLAMA_POLAR_CACHE overrides both.
+
 This module, like llama_polar.pypi and llama_polar.models, uses the standard library only: the Makefile runs those
 with the system python before .venv exists.
 """
@@ -25,7 +28,13 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 ROOT = PACKAGE.parent.parent                    # the source checkout (python/llama_polar/ is two levels down)
-CACHE = ROOT / ".cache"                         # downloads from PyPI: the llama-cpp-python sdist, model wheels
+# False for an installed package (pip install): then ROOT is no checkout, and downloads go to the user's cache.
+IN_CHECKOUT = (ROOT / "pyproject.toml").is_file() and (ROOT / "patches").is_dir()
+CACHE_ENV = "LLAMA_POLAR_CACHE"
+# downloads from PyPI (the llama-cpp-python sdist, model wheels): $LLAMA_POLAR_CACHE, else the checkout's .cache/,
+# else ~/.cache/llama-polar ($XDG_CACHE_HOME/llama-polar)
+CACHE = Path(os.environ.get(CACHE_ENV) or (ROOT / ".cache" if IN_CHECKOUT else
+             Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llama-polar"))
 BUILD_BIN = ROOT / "build" / "bin"              # the one CMake build: llama.cpp with the polar types, and the codec
 NATIVE_BUILD = ROOT / "build-native"            # the codec alone, without llama.cpp
 LLAMA_TREE = ROOT / "build" / "src" / "llama.cpp"   # the patched llama.cpp source (scripts/prepare_llama_cpp.py)
@@ -54,8 +63,8 @@ def _locate(filename: str, env: str, env_is_folder: bool, folders: list[Path], m
     for folder in folders:
         if (folder / filename).is_file():
             return folder / filename
-    raise LibraryError(f"{filename} not found: build it with `{make}` or set {env} "
-                       f"(looked in: {', '.join(map(str, folders))})")
+    how = f"build it with `{make}`" if IN_CHECKOUT else "reinstall llama-polar (`pip install` builds it)"
+    raise LibraryError(f"{filename} not found: {how} or set {env} (looked in: {', '.join(map(str, folders))})")
 
 
 def native_library() -> Path:
