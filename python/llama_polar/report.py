@@ -1,6 +1,6 @@
-"""The quality/speed/memory report for one model and one text: a markdown table and PNG plots (scripts/report.py).
+"""The quality/speed/memory report for one model and one text: a markdown table and PNG plots (llama-polar report).
 
-Steps (a progress bar on stderr counts them):
+Steps (a tqdm progress bar on stderr counts them):
   1. quality: llama-perplexity against an f16 cache (flash attention on both sides) for every cache type:
      mean KLD, PPL and same-top-token rate (llama_polar.perplexity);
   2. speed: llama-bench for every type at each depth (llama_polar.bench), ratios to f16 and q4_0 from the same run;
@@ -13,35 +13,16 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tqdm import tqdm
 
 from . import llama as polar_llama
 from .bench import format_ratio, run_llama_bench, with_ratios
 from .perplexity import base_logits, kl_divergence
 from .type_names import POLAR_TYPES
-
-
-class Progress:
-    """A one-line progress bar on stderr: [#####-----] 5/10 what."""
-
-    def __init__(self, total: int, width: int = 30):
-        self.total, self.width, self.done, self.t0 = total, width, 0, time.time()
-
-    def step(self, what: str) -> None:
-        filled = self.width * self.done // max(self.total, 1)
-        elapsed = time.time() - self.t0
-        sys.stderr.write(f"\r[{'#' * filled}{'-' * (self.width - filled)}] {self.done}/{self.total} "
-                         f"{elapsed:5.0f}s  {what:<40s}")
-        sys.stderr.flush()
-        self.done += 1
-
-    def close(self) -> None:
-        self.done = self.total
-        self.step("done")
-        sys.stderr.write("\n")
 
 
 def machine() -> str:
@@ -62,15 +43,17 @@ def measure_quality(model, text, chunks, types, progress) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "f16.kld"
-        progress.step("quality: f16 logits")
+        progress.set_description("quality: f16 logits")
         ppl_f16 = base_logits(model, text, chunks, base)
+        progress.update()
         for t in types:
             if t == "f16":
                 rows.append({"type": t, "bits": polar_llama.bits_per_value(t), "ppl": ppl_f16, "kld": 0.0,
                              "top": 100.0})
                 continue
-            progress.step(f"quality: {t}")
+            progress.set_description(f"quality: {t}")
             r = kl_divergence(model, text, chunks, base, t)
+            progress.update()
             rows.append({"type": t, "bits": polar_llama.bits_per_value(t), "ppl": r.ppl, "kld": r.kld,
                          "top": r.same_top})
     return rows
@@ -180,15 +163,16 @@ def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list
             threads: int) -> dict:
     """Every figure of the report: quality, speed and memory of each cache type (types must include f16)."""
     meta = polar_llama.model_metadata(str(model))
-    progress = Progress(total=len(types) + len(types) + 1)
-    quality = measure_quality(model, text, chunks, types, progress)
-    speed = []
-    for t in types:
-        progress.step(f"speed: {t}")
-        speed += run_llama_bench(model, t, depths, 512, 64, reps, threads)
-    with_ratios(speed)
-    ctxs, mem = measure_memory(meta, types)
-    progress.close()
+    with tqdm(total=len(types) * 2 + ("f16" not in types), unit="step", desc="report") as progress:
+        quality = measure_quality(model, text, chunks, types, progress)
+        speed = []
+        for t in types:
+            progress.set_description(f"speed: {t}")
+            speed += run_llama_bench(model, t, depths, 512, 64, reps, threads)
+            progress.update()
+        with_ratios(speed)
+        ctxs, mem = measure_memory(meta, types)
+        progress.set_description("done")
     return {"model": model.name, "text": text.name, "chunks": chunks, "threads": threads, "reps": reps,
             "types": types, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
             "quality": quality, "speed": speed, "memory": {"context": ctxs, "mib": mem}}
