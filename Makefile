@@ -17,15 +17,16 @@ LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-compl
 
 all: llama
 
-# The project's Python: pinned test tools, gguf, llama-cpp-python 0.3.36 without its own llama.cpp build (it loads
-# build/bin through llama_polar.llama), and llama_polar itself (editable: python/ is what runs).
+# The project's Python: pinned test tools, gguf, the server's packages, llama-cpp-python 0.3.36 without its own
+# llama.cpp build (it loads build/bin through llama_polar.llama), and llama_polar itself: editable (python/ is what
+# runs) and without CMake (wheel.cmake=false: the libraries come from build/bin, which `make llama` builds).
 venv: $(VENV)/.ready
 $(VENV)/.ready: requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	CMAKE_ARGS="-DLLAMA_BUILD=OFF" $(PY) -m pip install --quiet --disable-pip-version-check \
 		"$$($(BOOTSTRAP) scripts/prepare_llama_cpp.py --sdist-only)"
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e . -C wheel.cmake=false
 	touch $@
 
 # llama.cpp 0c1e570 from the llama-cpp-python sdist, with patches/ applied (cheap when up to date).
