@@ -1,0 +1,49 @@
+"""llama_polar.cache_config: configuration strings, the environment they set, their bits with the sink rows."""
+import pytest
+
+from llama_polar import cache_config
+from llama_polar.type_names import UnknownTypeError
+
+
+def test_the_default_of_a_polar_k_cache_is_centered_with_one_sink_row():
+    cfg = cache_config.parse("pq46")
+    assert (cfg.type_k, cfg.type_v, cfg.sink_rows, cfg.env()) == ("pq46", "pq46", 1, {})
+    # 4.625 bits, plus one f16 row each for K and V in 512 positions
+    assert cfg.bits(512) == pytest.approx(4.625 + (16 - 4.625) / 512)
+    assert cache_config.parse("q4_0").sink_rows == 0
+
+
+@pytest.mark.parametrize("spec,env,sink", [
+    ("q4_0+plain", {"LLAMA_K_CENTER": "off", "LLAMA_KV_SINK_ROWS": "0"}, 0),
+    ("pq46+plain", {"LLAMA_K_CENTER": "off", "LLAMA_KV_SINK_ROWS": "0"}, 0),
+    ("q4_0+center", {"LLAMA_K_CENTER": "on"}, 0),
+    ("q4_0+calib+sink1", {"LLAMA_K_CENTER": "on", "LLAMA_K_CENTERS": "c.gguf", "LLAMA_KV_SINK_ROWS": "1"}, 1),
+    ("pq46/pq37+calib", {"LLAMA_K_CENTER": "on", "LLAMA_K_CENTERS": "c.gguf"}, 1),
+    ("pq46+sink4", {"LLAMA_KV_SINK_ROWS": "4"}, 4),
+])
+def test_modifiers_set_the_environment(spec, env, sink):
+    cfg = cache_config.parse(spec)
+    assert cfg.env("c.gguf") == env and cfg.sink_rows == sink
+
+
+def test_bits_count_v_rows_only_for_a_quantized_v():
+    split = cache_config.parse("pq46/pq37")
+    assert split.bits(4096) == pytest.approx((4.625 + 3.75) / 2 + (16 - 4.625 + 16 - 3.75) / 4096 / 2)
+    f16_v = cache_config.parse("pq46/f16")
+    assert f16_v.bits(512) == pytest.approx((4.625 + 16) / 2 + (16 - 4.625) / 512 / 2)
+
+
+@pytest.mark.parametrize("spec,error,match", [
+    ("pq99", UnknownTypeError, "unknown cache type 'pq99'"),
+    ("pq46/q9_9", UnknownTypeError, "unknown cache type 'q9_9'"),
+    ("pq46+sinks", ValueError, "unknown modifier 'sinks'"),
+    ("f16+sink1", ValueError, "sink rows need a quantized K cache, not f16"),
+])
+def test_bad_specs_are_clear_errors(spec, error, match):
+    with pytest.raises(error, match=match):
+        cache_config.parse(spec)
+
+
+def test_calibrated_centers_need_a_file():
+    with pytest.raises(ValueError, match="need a centers file"):
+        cache_config.parse("pq46+calib").env()
