@@ -131,7 +131,8 @@ def test_every_polar_kernel_name_the_host_asks_for_exists(embedded_polar):
         expected = {f"kernel_set_rows_f32_i64_{t}", f"kernel_set_rows_f32_i32_{t}", f"kernel_cpy_f32_{t}",
                     f"kernel_cpy_{t}_f32", f"kernel_flash_attn_ext_kv_{t}_f16"}
         for dk in (64, 128, 256):
-            for pair in (t, f"f16_{t}", f"q8_0_{t}", f"{t}_f16", f"{t}_q8_0"):
+            splits = [f"{t}_{v}" for v in TYPES if v != t]                # polar K with another polar V
+            for pair in (t, f"f16_{t}", f"q8_0_{t}", f"{t}_f16", f"{t}_q8_0", *splits):
                 expected.add(f"kernel_flash_attn_ext_vec_{pair}_dk{dk}_dv{dk}")
         assert expected <= names, sorted(expected - names)
     assert "kernel_flash_attn_ext_kv_f16_f16" in embedded_polar

@@ -64,7 +64,7 @@ def test_context_shift_moves_the_exact_rows(f32_model):
 @pytest.mark.parametrize("env,args,message", [
     ({"LLAMA_KV_SINK_ROWS": "one"}, ("-ctk", "pq46"), "LLAMA_KV_SINK_ROWS must be a whole number from 0 to 1024, not 'one'"),
     ({"LLAMA_KV_SINK_ROWS": "2000"}, ("-ctk", "pq46"), "LLAMA_KV_SINK_ROWS must be a whole number from 0 to 1024"),
-    ({"LLAMA_KV_SINK_ROWS": "1"}, ("-ctk", "q4_0"), "exact sink rows need a polar K cache of its own, not q4_0"),
+    ({"LLAMA_KV_SINK_ROWS": "1"}, ("-ctk", "f16"), "exact sink rows need a quantized K cache of its own, not f16"),
 ])
 def test_a_bad_setting_is_a_clear_error(bin_dir, model_path, env, args, message):
     result = run_tool("llama-completion", "-m", model_path, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on", *args,
