@@ -60,6 +60,8 @@ def test_validate_agrees_and_shows_progress(native_lib):
     (["bench", "--types", "f16,pq99"], "unknown cache type 'pq99'"),
     (["bench", "--depths", "-1"], "must be positive"),
     (["report", "--types", "q4_0,pq46"], "--types must include f16"),
+    (["report", "--configs", "pq46+sinks"], "unknown modifier 'sinks'"),
+    (["report", "--configs", "f16+sink1"], "sink rows need a quantized K cache, not f16"),
     (["demo", "--type", "q4_0"], "--type must be a polar type"),
     (["calibrate", "--model", "smollm2"], "the following arguments are required: --out"),
     (["model", "--model", "llama3"], "invalid choice: 'llama3'"),

@@ -1,8 +1,9 @@
 """The quality/speed/memory report for one model and one text: a markdown table and PNG plots (llama-polar report).
 
 Steps (a tqdm progress bar on stderr counts them):
-  1. quality: llama-perplexity against an f16 cache (flash attention on both sides) for every cache type:
-     mean KLD, PPL and same-top-token rate (llama_polar.perplexity);
+  1. quality: llama-perplexity against an f16 cache (flash attention on both sides) for every cache type, as users
+     get it, and for every configuration (llama_polar.cache_config: K/V pairs and key treatments, such as upstream
+     q4_0 with the polar types' centering and sink rows): mean KLD, PPL and same-top-token rate;
   2. speed: llama-bench for every type at each depth (llama_polar.bench), ratios to f16 and q4_0 from the same run;
   3. memory: KV-cache size per type at context lengths up to the model's, from its GGUF metadata.
 write() puts <out>/report.md, <out>/kld_vs_bits.png (the frontier: KLD against bits per value, polar and upstream
@@ -20,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import llama as polar_llama
+from . import cache_config
 from .bench import format_ratio, run_llama_bench, with_ratios
 from .perplexity import base_logits, kl_divergence
 from .type_names import POLAR_TYPES
@@ -38,8 +40,12 @@ def machine() -> str:
     return f"{name} ({os.cpu_count()} cores)"
 
 
-def measure_quality(model, text, chunks, types, progress) -> list[dict]:
-    """PPL, mean KLD and same-top-token % of each type against the f16 cache (f16 itself: KLD 0)."""
+N_CTX = 512  # the context of the quality runs, which the sink rows' share of the bits depends on
+
+
+def measure_quality(model, text, chunks, types, progress, configs=(), centers=None) -> list[dict]:
+    """PPL, mean KLD and same-top-token % of each type against the f16 cache (f16 itself: KLD 0), then of each
+    configuration (cache_config specs; centers: the calibrated centers' file, for the "calib" ones)."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "f16.kld"
@@ -55,6 +61,12 @@ def measure_quality(model, text, chunks, types, progress) -> list[dict]:
             r = kl_divergence(model, text, chunks, base, t)
             progress.update()
             rows.append({"type": t, "bits": polar_llama.bits_per_value(t), "ppl": r.ppl, "kld": r.kld,
+                         "top": r.same_top})
+        for cfg in map(cache_config.parse, configs):
+            progress.set_description(f"quality: {cfg.spec}")
+            r = kl_divergence(model, text, chunks, base, cfg.type_k, cfg.type_v, env=cfg.env(centers))
+            progress.update()
+            rows.append({"type": cfg.spec, "config": True, "bits": cfg.bits(N_CTX), "ppl": r.ppl, "kld": r.kld,
                          "top": r.same_top})
     return rows
 
@@ -100,8 +112,12 @@ def plot(report: dict, out: Path) -> list[str]:
     files = []
     q = [r for r in report["quality"] if r["type"] != "f16" and r["kld"] > 0]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for group, marker, color in (("polar", "o", "tab:blue"), ("upstream", "s", "tab:red")):
-        pts = [r for r in q if (r["type"] in POLAR_TYPES) == (group == "polar")]
+    groups = {"polar": lambda r: not r.get("config") and r["type"] in POLAR_TYPES,
+              "upstream": lambda r: not r.get("config") and r["type"] not in POLAR_TYPES,
+              "configurations": lambda r: r.get("config", False)}
+    for group, marker, color in (("polar", "o", "tab:blue"), ("upstream", "s", "tab:red"),
+                                 ("configurations", "^", "tab:green")):
+        pts = [r for r in q if groups[group](r)]
         ax.scatter([r["bits"] for r in pts], [r["kld"] for r in pts], marker=marker, color=color, label=group)
         for r in pts:
             ax.annotate(r["type"], (r["bits"], r["kld"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -140,9 +156,17 @@ def markdown(report: dict, command: str) -> str:
     lines = [f"# KV-cache types on {report['model']}", "",
              f"Measured on {report['machine']}, {report['date']}, with `{command}`.", "",
              f"## Quality ({report['text']}, {report['chunks']} chunks of 512 tokens, flash attention on)", "",
-             "| type | bits/value | mean KLD vs f16 | PPL | same top token |", "|---|---:|---:|---:|---:|"]
-    for r in sorted(report["quality"], key=lambda r: -r["bits"]):
-        lines.append(f"| {r['type']} | {r['bits']:.3f} | {r['kld']:.4f} | {r['ppl']:.3f} | {r['top']:.2f}% |")
+             "Each type as users get it: a polar K cache centered with one exact sink row (the build's default), an "
+             "upstream type as upstream stores it. Then the configurations (K/V pairs, key treatments; "
+             "`llama_polar.cache_config`), their bits/value counting the sink rows' f16 copies at the 512-token "
+             "context scored.", "",
+             "| type | bits/value | mean KLD vs f16 | vs q4_0 | PPL | same top token |",
+             "|---|---:|---:|---:|---:|---:|"]
+    q4_0 = next((r["kld"] for r in report["quality"] if r["type"] == "q4_0"), None)
+    for r in sorted(report["quality"], key=lambda r: (bool(r.get("config")), -r["bits"])):
+        ratio = format_ratio(r["kld"] / q4_0) if q4_0 and r["type"] != "f16" else "-"
+        lines.append(f"| {r['type']} | {r['bits']:.3f} | {r['kld']:.4f} | {ratio} | {r['ppl']:.3f} | "
+                     f"{r['top']:.2f}% |")
     lines += ["", "![KLD against bits per value](kld_vs_bits.png)", "",
               f"## Speed (llama-bench, {report['threads']} threads, {report['reps']} repetitions, ratios from the same "
               "run)", "", "| type | test | depth | tokens/s | vs f16 | vs q4_0 |", "|---|---|---:|---:|---:|---:|"]
@@ -160,11 +184,13 @@ def markdown(report: dict, command: str) -> str:
 
 
 def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list[int], reps: int,
-            threads: int) -> dict:
-    """Every figure of the report: quality, speed and memory of each cache type (types must include f16)."""
+            threads: int, configs: list[str] = (), centers: Path | None = None) -> dict:
+    """Every figure of the report: quality, speed and memory of each cache type (types must include f16), and the
+    quality of each configuration (centers: the calibrated centers for the "calib" ones)."""
     meta = polar_llama.model_metadata(str(model))
-    with tqdm(total=len(types) * 2 + ("f16" not in types), unit="step", desc="report") as progress:
-        quality = measure_quality(model, text, chunks, types, progress)
+    steps = len(types) * 2 + ("f16" not in types) + len(configs)
+    with tqdm(total=steps, unit="step", desc="report") as progress:
+        quality = measure_quality(model, text, chunks, types, progress, configs, centers)
         speed = []
         for t in types:
             progress.set_description(f"speed: {t}")
@@ -174,7 +200,7 @@ def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list
         ctxs, mem = measure_memory(meta, types)
         progress.set_description("done")
     return {"model": model.name, "text": text.name, "chunks": chunks, "threads": threads, "reps": reps,
-            "types": types, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+            "types": types, "configs": list(configs), "date": time.strftime("%Y-%m-%d"), "machine": machine(),
             "quality": quality, "speed": speed, "memory": {"context": ctxs, "mib": mem}}
 
 

@@ -1,8 +1,9 @@
 """The quality/speed/memory report for one model and one text: a markdown table and PNG plots.
 
 Steps (a progress bar on stderr counts them):
-  1. quality: llama-perplexity against an f16 cache (flash attention on both sides) for every cache type:
-     mean KLD, PPL and same-top-token rate;
+  1. quality: llama-perplexity against an f16 cache (flash attention on both sides) for every cache type, and for
+     every configuration of --configs (K/V pairs, key treatments: llama_polar.cache_config): mean KLD, PPL and
+     same-top-token rate;
   2. speed: llama-bench for every type at each depth, ratios to f16 and q4_0 from the same run;
   3. memory: KV-cache size per type at context lengths up to the model's, from its GGUF metadata.
 Writes <out>/report.md, <out>/kld_vs_bits.png (the frontier: KLD against bits per value, polar and upstream types),
@@ -10,6 +11,7 @@ Writes <out>/report.md, <out>/kld_vs_bits.png (the frontier: KLD against bits pe
 
   llama-polar report --out docs/report                # SmolLM2-135M + tinyshakespeare, 16 chunks, depths 0,4096
   llama-polar report --chunks 4 --types f16,q4_0,pq46 --out /tmp/quick
+  llama-polar report --chunks 4 --types f16,q4_0,pq46 --configs q4_0+calib+sink1,pq46/pq37+calib --out /tmp/quick
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from llama_polar import bench, models, paths
+from llama_polar import bench, cache_config, models, paths
 from llama_polar.type_names import CACHE_TYPES, parse_types
 
 
@@ -31,6 +33,10 @@ def main(argv=None, prog=None) -> int:
     ap.add_argument("--depths", default="0,4096", help="llama-bench depths (default %(default)s)")
     ap.add_argument("--reps", type=int, default=3, help="llama-bench repetitions (default %(default)s)")
     ap.add_argument("--threads", type=int, default=2, help="threads (default %(default)s)")
+    ap.add_argument("--configs", default="", help="configurations scored besides the types, comma-separated "
+                    "(K[/V][+plain|center|calib|sinkN]; e.g. q4_0+calib+sink1,pq46/pq37+calib)")
+    ap.add_argument("--centers", type=Path, help="calibrated key centers for the +calib configurations "
+                    "(default: calibrated here over Python docstrings, into <out>/k-centers.gguf)")
     out = paths.ROOT / "docs" / "report" if paths.IN_CHECKOUT else Path("report")
     ap.add_argument("--out", type=Path, default=out,
                     help="output folder (default %(default)s)")
@@ -39,6 +45,7 @@ def main(argv=None, prog=None) -> int:
     try:
         types = parse_types(args.types, CACHE_TYPES, "cache type")
         depths = [int(d) for d in args.depths.split(",") if d.strip()]
+        configs = [cache_config.parse(c) for c in args.configs.split(",") if c.strip()]
     except ValueError as e:
         ap.error(str(e))
     if "f16" not in types:
@@ -47,10 +54,19 @@ def main(argv=None, prog=None) -> int:
         ap.error("--chunks and --reps must be positive, --depths non-negative")
     if not args.text.is_file():
         ap.error(f"{args.text} is not a file")
+    if args.centers and not args.centers.is_file():
+        ap.error(f"--centers {args.centers} is not a file")
     model = models.resolve(args.model)
     from llama_polar import report                # loads the llama.cpp build: after the arguments are checked
 
-    data = report.measure(model, args.text, args.chunks, types, depths, args.reps, args.threads)
+    centers = args.centers
+    if not centers and any(c.center == "calib" for c in configs):
+        from llama_polar import calibrate
+        values, arch = calibrate.key_centers(model)
+        args.out.mkdir(parents=True, exist_ok=True)
+        centers = calibrate.write_centers(args.out / "k-centers.gguf", values, arch, "stdlib docstrings, 8 x 512")
+    data = report.measure(model, args.text, args.chunks, types, depths, args.reps, args.threads,
+                          [c.spec for c in configs], centers)
     command = "llama-polar report " + " ".join(argv if argv is not None else sys.argv[1:])   # for the report's text
     print(f"wrote {report.write(data, args.out, command.strip())} and its plots")
     return 0
