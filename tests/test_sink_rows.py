@@ -52,9 +52,9 @@ def test_sink_rows_are_the_default_for_centered_polar_k_only(bin_dir, model_path
 
 
 def test_context_shift_moves_the_exact_rows(f32_model):
-    """Past a 128-token context the cache is shifted, exact rows included: with every row exact the greedy text is
-    the f16 cache's."""
-    args = ("-n", 200, "-c", 128, "--context-shift", "--ignore-eos", "-ctv", "f16")
+    """Past the context (-c 128, which llama.cpp pads to 256 cells) the cache is shifted, exact rows included: with
+    every row exact the greedy text is the f16 cache's."""
+    args = ("-n", 300, "-c", 128, "--context-shift", "--ignore-eos", "-ctv", "f16")
     f16 = greedy_text(f32_model, None, *args, "-ctk", "f16")
     exact = greedy_text(f32_model, ALL_EXACT, *args, "-ctk", "pq46")
     assert "applying K-shift" in exact.stderr and "exact sink rows" in exact.stderr
