@@ -4,6 +4,7 @@ checkout `from llama_polar import Llama` generates text with a pq46 cache, and t
 
 The install builds in the checkout's build/ (pyproject.toml: build-dir), which `make test` has just built: CMake
 configures again and nothing recompiles, so this takes a minute or two instead of a second llama.cpp build."""
+import importlib.util
 import json
 import os
 import re
@@ -23,6 +24,16 @@ def cmake_cache(key: str) -> str:
     return match.group(1)
 
 
+def tree_is_current() -> bool:
+    """Whether build/src/llama.cpp carries today's patches/ (what scripts/prepare_llama_cpp.py's stamp records)."""
+    spec = importlib.util.spec_from_file_location("prepare_llama_cpp", paths.ROOT / "scripts" / "prepare_llama_cpp.py")
+    prepare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare)
+    stamp = paths.LLAMA_TREE / prepare.STAMP
+    digest = prepare.series_digest(prepare.patch_list(prepare.PATCHES))
+    return stamp.is_file() and stamp.read_text().strip() == digest
+
+
 def user_env(**extra) -> dict:
     """The environment without anything that points at the checkout."""
     env = {k: v for k, v in os.environ.items()
@@ -33,6 +44,9 @@ def user_env(**extra) -> dict:
 @pytest.fixture(scope="module")
 def installed(bin_dir, tmp_path_factory):
     """A fresh venv with `CMAKE_ARGS=-DLLAMA_BUILD=OFF pip install <checkout>[server]` done; its bin/ folder."""
+    # pip's configure re-patches a stale tree and rebuilds: not in the middle of a test run, whose tools are built
+    if not tree_is_current():
+        pytest.fail("patches/ changed after build/ was built: run `make llama` (make test does) first")
     venv = tmp_path_factory.mktemp("fresh") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     # scikit-build-core records the isolated environment of its last build and, finding another one (every pip run
