@@ -61,7 +61,8 @@ def main(argv=None, prog=None) -> int:
         print(f"  {name:7s} {polar_llama.bits_per_value(name):10.3f} {size / 2**20:8.2f} {f16 / size:6.2f}x")
 
     print(f"\nquality against an f16 cache: {args.chunks} chunks of 512 tokens of {args.text.name}, flash attention on")
-    print("  (polar K caches center their keys by default: LLAMA_K_CENTER=auto; upstream types as users get them)")
+    print("  (polar K caches center their keys and keep one exact f16 sink row per sequence by default: "
+          "LLAMA_K_CENTER=auto, LLAMA_KV_SINK_ROWS unset; upstream types as users get them)")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "f16.kld"
         with tqdm(total=len(kld_types) + 1, desc="llama-perplexity f16", unit="type", leave=False) as bar:
