@@ -142,7 +142,7 @@ class CacheConfig:
     name: str | None = None
 
     def __post_init__(self):
-        check_types((self.type_k, self.type_v), CACHE_TYPES, "cache type")
+        check_types(dict.fromkeys((self.type_k, self.type_v)), CACHE_TYPES, "cache type")
         if self.center not in (None, "calib", "online"):
             raise ValueError(f"center must be None, 'calib' or 'online', not {self.center!r}")
 
