@@ -80,8 +80,9 @@ def _context(monkeypatch, model_path, sink_rows: str):
 
 
 def _next_logits(llm, token: int):
+    """The context's logits after token (llama_get_logits: Llama.scores holds them only with logits_all)."""
     llm.eval([token])
-    return np.array(llm.scores[llm.n_tokens - 1])
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
 
 
 def test_a_state_keeps_its_exact_rows(bin_dir, model_path, monkeypatch):
@@ -92,9 +93,16 @@ def test_a_state_keeps_its_exact_rows(bin_dir, model_path, monkeypatch):
     token = first.tokenize(b" there", add_bos=False)[0]
     expected = _next_logits(first, token)
 
+    assert np.isfinite(expected).all() and expected.std() > 0.1        # real logits
+
     restored = _context(monkeypatch, model_path, "1")
     restored.load_state(state)
     np.testing.assert_array_equal(_next_logits(restored, token), expected)
+
+    # the control: the same text without sink rows (the quantized first row) gives other logits
+    plain = _context(monkeypatch, model_path, "0")
+    plain.eval(plain.tokenize(b"Once upon a time, in a land far away,"))
+    assert not np.array_equal(_next_logits(plain, token), expected)
 
     with pytest.raises(RuntimeError, match="Failed to set llama state data"):
         _context(monkeypatch, model_path, "0").load_state(state)
