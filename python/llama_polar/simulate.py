@@ -31,6 +31,7 @@ import numpy as np
 
 from . import quants as _polar
 from . import validate
+from .cache_config import type_bits
 from .type_names import UnknownTypeError, check_types
 
 F32 = np.float32
@@ -189,12 +190,6 @@ def parse_cache_spec(spec: str) -> CacheConfig:
         elif m != "plain":
             raise ValueError(f"unknown modifier {m!r} in {spec!r}")
     return CacheConfig(**kw, name=spec)
-
-
-def type_bits(type_name: str) -> float:
-    """Storage bits per value of a cache type."""
-    fixed = {"f32": 32.0, "f16": 16.0, "q4_0": 4.5, "q4_1": 5.0, "q5_0": 5.5, "q5_1": 6.0, "q8_0": 8.5}
-    return fixed[type_name] if type_name in fixed else _polar.TYPES[type_name].bits_per_value
 
 
 def config_bits(cfg: CacheConfig, n_ctx: int) -> float:
