@@ -136,6 +136,7 @@ def test_every_polar_kernel_name_the_host_asks_for_exists(embedded_polar):
                 expected.add(f"kernel_flash_attn_ext_vec_{pair}_dk{dk}_dv{dk}")
         assert expected <= names, sorted(expected - names)
     assert "kernel_flash_attn_ext_kv_f16_f16" in embedded_polar
+    assert "kernel_flash_attn_ext_kv_exact_f16" in embedded_polar   # exact rows, any cache type
 
 
 @pytest.mark.parametrize("source", ["ggml-metal-device.cpp", "ggml-metal-ops.cpp"])
@@ -232,3 +233,19 @@ def test_metal_codec_matches_the_c_library(shim_runner, tmp_path, name):
         c = native.vec_dot(blocks[b], query, name)
         bound = 2.0 ** -9 * float(np.abs(ref[b].astype(np.float64) * query).sum()) + 1e-6 * (1 + abs(c))
         assert abs(float(dots[b]) - c) <= bound, (b, dots[b], c, bound)
+
+
+def test_metal_exact_rows_overwrite_their_cells(shim_runner, tmp_path):
+    # kernel_flash_attn_ext_kv_exact_f16 on run_exact_rows' case: slot j of stream s replaces the row of cell
+    # cells[s][j] in every head; an unused slot (-1) and a cell past the copy (8) change nothing
+    run = subprocess.run([str(shim_runner), "exact", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    got = np.fromfile(tmp_path / "exact.f16", dtype=np.float16).reshape(2, 2, 8, 64)   # [stream, head, cell, value]
+    expected = np.arange(got.size, dtype=np.float32).astype(np.float16).reshape(got.shape)
+    rows = (-1.0 - np.arange(2 * 3 * 2 * 64, dtype=np.float32)).astype(np.float16).reshape(2, 3, 2, 64)  # [s, slot, h, v]
+    for s, cells in enumerate([(7, -1, 8), (0, 2, 1)]):
+        for j, cell in enumerate(cells):
+            if 0 <= cell < 8:
+                expected[s, :, cell] = rows[s, j]
+    assert np.array_equal(got, expected)
+    assert (got < 0).sum() == 4 * 2 * 64          # four used slots in range, two heads each

@@ -204,6 +204,34 @@ kernel void kernel_flash_attn_ext_kv_f16_f16(
     x_dst[gid] = *((device const half *) (x + i0*args.nb0 + i1*args.nb1 + i2*args.nb2 + i3*args.nb3));
 }
 
+// Exact rows (ggml_flash_attn_ext_set_exact_rows): an op that has them always takes the f16 route, and once K and V
+// are converted, each used slot's f16 row is written over the row of its cell; one thread per value. Any cache type.
+kernel void kernel_flash_attn_ext_kv_exact_f16(
+        constant ggml_metal_kargs_flash_attn_ext_kv_exact & args,
+        device const char * cells,
+        device const char * rows,
+        device       half * x_f16,
+        uint gid [[thread_position_in_grid]]) {
+    if (gid >= (uint) args.nvalues) {
+        return;
+    }
+
+    const uint i0 = gid % args.ne0;
+    uint       ir = gid / args.ne0;
+    const uint j  = ir % args.n_slots;
+    ir /= args.n_slots;
+    const uint i2 = ir % args.ne2;
+    const uint i3 = ir / args.ne2;
+
+    const int32_t cell = ((device const int32_t *) (cells + i3*args.nb_cells1))[j];
+    if (cell < 0 || cell >= args.n_cells) {
+        return; // an unused slot, or a cell past this view of the cache
+    }
+
+    x_f16[((i3*args.ne2 + i2)*(uint) args.n_cells + (uint) cell)*args.ne0 + i0] =
+        *((device const half *) (rows + i0*args.nb0 + j*args.nb1 + i2*args.nb2 + i3*args.nb3));
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Flash-attention vec kernels (single-token decode): upstream's template with the polar t4 decoders, for head sizes
 // 64, 128 and 256 at the default threads-per-element; asymmetric pairs with f16 and q8_0 on the other side.

@@ -3,6 +3,7 @@
 // compiles, instance list removed: the kernels this program runs are instantiated here).
 //
 //   polar_shim_run <type> <values.f32> <blocks.bin> <query.f32> <out_dir>
+//   polar_shim_run exact <out_dir>      (the exact-rows kernel on a fixed case, run_exact_rows)
 // values: n floats (n a multiple of 64), quantized block by block; blocks: arbitrary block bytes to decode;
 // query: 64 floats, dotted with every block as the flash-attention vec kernel does. Writes into out_dir:
 //   quantize.bin    quantize_<type> on each 64 values
@@ -189,6 +190,33 @@ static int run(const std::string & values_path, const std::string & blocks_path,
     return 0;
 }
 
+// kernel_flash_attn_ext_kv_exact_f16 on a fixed case: an f16 copy of [64, 8 cells, 2 heads, 2 streams] holding
+// value i at index i, exact rows -(1 + index) laid out as llama.cpp views them ([64, 3 slots, 2 heads, 2 streams],
+// heads inside a slot's row), cells {7, -1, 8} and {0, 2, 1} (-1: unused; 8: past the copy). Writes exact.f16.
+static int run_exact_rows(const std::string & out) {
+    const int ne0 = PQ_BLOCK, n_cells = 8, ne2 = 2, ne3 = 2, n_slots = 3;
+    std::vector<half> copy(ne0*n_cells*ne2*ne3), rows(ne0*n_slots*ne2*ne3);
+    for (size_t i = 0; i < copy.size(); ++i) {
+        copy[i] = half((float) i);
+    }
+    for (size_t i = 0; i < rows.size(); ++i) {
+        rows[i] = half(-1.0f - (float) i);
+    }
+    const int32_t cells[2][n_slots] = {{7, -1, 8}, {0, 2, 1}};
+
+    ggml_metal_kargs_flash_attn_ext_kv_exact args = {};
+    args.ne0 = ne0; args.n_slots = n_slots; args.ne2 = ne2; args.ne3 = ne3;
+    args.nb0 = sizeof(half); args.nb2 = ne0*sizeof(half); args.nb1 = ne2*args.nb2; args.nb3 = n_slots*args.nb1;
+    args.nb_cells1 = sizeof(cells[0]);
+    args.n_cells = n_cells;
+    args.nvalues = (int32_t) rows.size();
+    for (uint gid = 0; gid < rows.size() + 5; ++gid) { // past the end: the kernel must return
+        kernel_flash_attn_ext_kv_exact_f16(args, (const char *) cells, (const char *) rows.data(), copy.data(), gid);
+    }
+    write_file(out + "/exact.f16", copy);
+    return 0;
+}
+
 // The command line names the type (a test harness boundary); one branch per PQ_FOREACH_TYPE entry.
 #define PQ_SHIM_TYPE(name, NAME, kind, ggml_id)                                                                 \
     if (type == #name) {                                                                                        \
@@ -197,6 +225,9 @@ static int run(const std::string & values_path, const std::string & blocks_path,
     }
 
 int main(int argc, char ** argv) {
+    if (argc == 3 && std::string(argv[1]) == "exact") {
+        return run_exact_rows(argv[2]);
+    }
     if (argc != 6) {
         std::fprintf(stderr, "usage: %s <type> <values.f32> <blocks.bin> <query.f32> <out_dir>\n", argv[0]);
         return 2;
