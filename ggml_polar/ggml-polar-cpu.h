@@ -24,6 +24,12 @@ struct ggml_polar_cpu_type;
 // The CPU codec of a polar type, or NULL when t is not one.
 const struct ggml_polar_cpu_type * ggml_polar_cpu_type_get(enum ggml_polar_type t);
 
+// Codecs for the other side of a polar cache: f16 rows and ggml's q8_0 rows, read through the same interface (a
+// "block" is 64 values: 128 and 68 bytes), decoded to ggml's own values bit for bit. Decoders, tiles and
+// ggml_polar_cpu_attn take them; ggml_polar_cpu_dot_rows does not.
+const struct ggml_polar_cpu_type * ggml_polar_cpu_partner_f16(void);
+const struct ggml_polar_cpu_type * ggml_polar_cpu_partner_q8_0(void);
+
 // Blocks decoded together by this build, and the name of its path ("avx512", "avx2", "neon", "scalar").
 int          ggml_polar_cpu_lanes(void);
 const char * ggml_polar_cpu_isa(void);

@@ -148,9 +148,12 @@ def test_cpu_flash_attention_polar_path_matches_the_reference(bin_dir):
 
 def test_cpu_flash_attention_exact_rows_match_the_reference(bin_dir):
     """Exact rows (ggml_flash_attn_ext_set_exact_rows, the sink rows of patch 0012) on every CPU path, against the
-    reference path: polar K and V (decode and small batches: the polar path; 75 queries: tiled), polar K with f16 V
-    (the reference path itself) and f16, with and without exact V rows, an unused slot and a cell past the cache."""
+    reference path: polar K and V, and a polar side with f16 or q8_0 on the other (decode and small batches: the polar
+    path; 75 queries: tiled), and f16 (the reference path itself), with and without exact V rows, an unused slot and
+    a cell past the cache."""
     result = run_tool("test-backend-ops", "test", "-o", "FLASH_ATTN_EXT", "-b", "CPU", "-p", "n_slots=", timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     m = re.search(r"(\d+)/(\d+) tests passed", result.stdout)
-    assert m and m.group(1) == m.group(2) and int(m.group(2)) == 60, result.stdout[-2000:]
+    assert m and m.group(1) == m.group(2) and int(m.group(2)) == 108, result.stdout[-2000:]
+    for pair in ("type_K=f16,type_V=pq46", "type_K=q8_0,type_V=pq46", "type_K=pq46,type_V=q8_0"):
+        assert re.search(rf"{pair},.*OK", result.stdout), pair

@@ -111,6 +111,47 @@ const struct ggml_polar_cpu_type * ggml_polar_cpu_type_get(enum ggml_polar_type 
     return (int) t >= 0 && t < GGML_POLAR_TYPE_COUNT ? &pq_cpu_types[t] : NULL;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Partners: f16 and q8_0 rows read through the same lane interface, 64 values a "block", so that a polar cache
+// paired with either keeps the polar paths. The values are ggml's own conversions, bit for bit.
+// ---------------------------------------------------------------------------------------------------------------
+
+#define PQ_Q8_0_BLOCK_SIZE 34 // ggml's block_q8_0: an fp16 scale, then 32 int8 values
+
+// 64 f16 values, 128 bytes: each gathered word holds two of them (never a byte past the block).
+static void pq_f16_lanes(const uint8_t * x, pq_vi offsets, pq_vf * val) {
+    for (int v = 0; v < PQ_BLOCK; v += 2) {
+        const pq_vi w = pq_gather_u32(x + 2 * v, offsets);
+        val[v]     = pq_fp16_lanes(pq_and(w, pq_splat_i(0xffff)));
+        val[v + 1] = pq_fp16_lanes(pq_srl(w, 16));
+    }
+}
+
+// Two q8_0 blocks: value = int8 * scale, as dequantize_row_q8_0. A byte u becomes the int8 u - 256 * (u >> 7), exactly,
+// in float.
+static void pq_q8_0_lanes(const uint8_t * x, pq_vi offsets, pq_vf * val) {
+    for (int b = 0; b < PQ_BLOCK / 32; ++b) {
+        const uint8_t * blk = x + b * PQ_Q8_0_BLOCK_SIZE;
+        const pq_vf     d   = pq_fp16_lanes(pq_and(pq_gather_u32(blk, offsets), pq_splat_i(0xffff)));
+        for (int j = 0; j < 32; j += 4) {
+            const pq_vi w = pq_gather_u32(blk + 2 + j, offsets);
+            for (int i = 0; i < 4; ++i) {
+                const pq_vi u = pq_and(pq_srl(w, 8 * i), pq_splat_i(0xff));
+                const pq_vf q = pq_madd(pq_from_i(pq_srl(u, 7)), pq_splat(-256.0f), pq_from_i(u));
+                val[32 * b + j + i] = pq_mul(q, d);
+            }
+        }
+    }
+}
+
+// No polar type: ggml_polar_cpu_dot_rows' reference fallback does not take them.
+static const struct ggml_polar_cpu_type pq_cpu_partner_f16  = { GGML_POLAR_TYPE_COUNT, 2 * PQ_BLOCK, pq_f16_lanes };
+static const struct ggml_polar_cpu_type pq_cpu_partner_q8_0 = { GGML_POLAR_TYPE_COUNT, 2 * PQ_Q8_0_BLOCK_SIZE,
+                                                                pq_q8_0_lanes };
+
+const struct ggml_polar_cpu_type * ggml_polar_cpu_partner_f16(void)  { return &pq_cpu_partner_f16; }
+const struct ggml_polar_cpu_type * ggml_polar_cpu_partner_q8_0(void) { return &pq_cpu_partner_q8_0; }
+
 int ggml_polar_cpu_lanes(void) { return PQ_LANES; }
 const char * ggml_polar_cpu_isa(void) { return PQ_ISA; }
 
@@ -131,6 +172,7 @@ void ggml_polar_cpu_decode_lanes(const struct ggml_polar_cpu_type * t, const voi
 static void pq_dot_rows_reference(const struct ggml_polar_cpu_type * t, const uint8_t * rows, size_t row_stride,
                                   int n, int nblk, const float * q, float * scores) {
     const struct ggml_polar_type_info * info = ggml_polar_get_type_info(t->type);
+    assert(info); // a polar type, not a partner
     for (int r = 0; r < n; ++r) {
         info->vec_dot(nblk * PQ_BLOCK, &scores[r], 0, rows + (size_t) r * row_stride, 0, q, 0, 1);
     }

@@ -150,6 +150,63 @@ static int check_tiles(const struct ggml_polar_cpu_type * t, const char * name, 
     return failures;
 }
 
+// fp16 bits -> float, written independently of the codec's pq_fp16_to_f32
+static float ref_fp16(uint16_t h) {
+    const int   e = (h >> 10) & 31, m = h & 1023;
+    const float v = e == 0 ? ldexpf((float) m, -24) : (e == 31 ? (m ? NAN : INFINITY) : ldexpf((float) (m | 1024), e - 25));
+    return h >> 15 ? -v : v;
+}
+
+// The partner codecs (f16, q8_0 rows beside a polar cache) on arbitrary bytes: row-major, tiles and lanes
+// bit-identical to ggml's conversions (f16 -> f32; q8_0: int8 * fp16 scale, blocks of 34 bytes for 32 values).
+static int check_partners(void) {
+    enum { ROWS = 37, NBLK = 3, DIM = NBLK * 64 };
+    static uint8_t bytes[ROWS * NBLK * 128];
+    static float   ref[ROWS * DIM], got[ROWS * DIM], tile[64 * GGML_POLAR_CPU_MAX_LANES];
+    const int      lanes    = ggml_polar_cpu_lanes();
+    int            failures = 0;
+    for (int which = 0; which < 2; ++which) {
+        const struct ggml_polar_cpu_type * t    = which ? ggml_polar_cpu_partner_q8_0() : ggml_polar_cpu_partner_f16();
+        const char *                       name = which ? "q8_0 partner" : "f16 partner";
+        const size_t                       row  = which ? NBLK * 2 * 34 : NBLK * 128;
+        for (size_t i = 0; i < ROWS * row; ++i) {
+            bytes[i] = (uint8_t) rng_u32();
+        }
+        for (int r = 0; r < ROWS; ++r) {
+            const uint8_t * x = bytes + r * row;
+            for (int i = 0; i < DIM; ++i) {
+                if (which) {
+                    const uint8_t * b = x + (i / 32) * 34;
+                    ref[r * DIM + i] = (float) (int8_t) b[2 + i % 32] * ref_fp16((uint16_t) (b[0] | b[1] << 8));
+                } else {
+                    ref[r * DIM + i] = ref_fp16((uint16_t) (x[2 * i] | x[2 * i + 1] << 8));
+                }
+            }
+        }
+        failures += check_tiles(t, name, bytes, row, ROWS, NBLK, ref);
+        for (int r = 0; r < ROWS; ++r) { // one row at a time: a row is NBLK "blocks" of 64 values
+            ggml_polar_cpu_dequantize_row(t, bytes + r * row, got + r * DIM, DIM);
+        }
+        for (int r0 = 0; r0 < ROWS; r0 += lanes) {
+            const int nl = ROWS - r0 < lanes ? ROWS - r0 : lanes;
+            ggml_polar_cpu_decode_lanes(t, bytes + r0 * row + (row / NBLK) * (NBLK - 1), row, nl, tile);
+            for (int r = 0; r < nl; ++r) {
+                for (int v = 0; v < 64; ++v) {
+                    got[(r0 + r) * DIM + (NBLK - 1) * 64 + v] = tile[v * lanes + r]; // overwrites the row decode
+                }
+            }
+        }
+        for (int i = 0; i < ROWS * DIM; ++i) {
+            if (!same_value(got[i], ref[i])) {
+                printf("%s dequantize_row/decode_lanes: value %d: %.9g != %.9g\n", name, i, got[i], ref[i]);
+                ++failures;
+                break;
+            }
+        }
+    }
+    return failures;
+}
+
 int main(void) {
     enum { ROWS = 37, MAX_BLK = 4 };    // 37 rows: full lane groups and a partial one on every ISA
     static float   values[ROWS * MAX_BLK * 64];
@@ -245,6 +302,7 @@ int main(void) {
         }
     }
     failures += check_attention();
+    failures += check_partners();
     printf("%s %d lanes: %d failures\n", ggml_polar_cpu_isa(), lanes, failures);
     return failures != 0;
 }
