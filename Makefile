@@ -11,7 +11,7 @@ PY        := $(VENV)/bin/python
 BOOTSTRAP := PYTHONPATH=python $(PYTHON)
 BUILD     := build
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
-LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-completion llama-quantize test-quantize-fns test-backend-ops
+LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-completion llama-quantize test-quantize-fns test-backend-ops ggml-rpc-server
 
 .PHONY: all venv source native llama model codebooks check-codebooks metal-check test test-quick demo clean
 
