@@ -49,7 +49,9 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [str(paths.tool("llama-server")), "-m", str(model), "--host", "127.0.0.1", "--port",
                      str(self.port), "-np", str(parallel), "-c", str(ctx), "-t", str(threads), "-fa", "on",
-                     "-ctk", type_k, "-ctv", type_v, "--context-shift", "--no-webui", *extra]
+                     "-ctk", type_k, "-ctv", type_v, "--context-shift", "--no-webui",
+                     # no host-memory prompt cache (it would grow RSS by design, up to 8 GiB by default)
+                     "--cache-ram", "0", *extra]
         self.env = env
         self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
         self.proc: subprocess.Popen | None = None
@@ -167,7 +169,10 @@ async def drive(url: str, clients: int, duration: float, requests: list[dict]) -
 
     t0 = time.monotonic()
     timeout = aiohttp.ClientTimeout(total=600)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    # a connection per request: llama-server may close one after a streamed response, and a pooled connection it
+    # closed fails the next request with "Can not write request body"
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         await asyncio.gather(*(client(session) for _ in range(clients)))
     return summarize(results, time.monotonic() - t0)
 
