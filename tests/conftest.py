@@ -192,6 +192,15 @@ def text_path() -> Path:
     return paths.TEXT
 
 
+def prepare_llama_cpp_module():
+    """scripts/prepare_llama_cpp.py as a module (the patched tree's stamp, the sdist, its extraction)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("prepare_llama_cpp", ROOT / "scripts" / "prepare_llama_cpp.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_tool(tool: str, *args, timeout: float = 600, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     """Run a llama.cpp tool of the build with stdin closed; returns the finished process (stdout, stderr as text)."""
     full_env = dict(os.environ, **(env or {}))

@@ -4,7 +4,6 @@ checkout `from llama_polar import Llama` generates text with a pq46 cache, and t
 
 The install builds in the checkout's build/ (pyproject.toml: build-dir), which `make test` has just built: CMake
 configures again and nothing recompiles, so this takes a minute or two instead of a second llama.cpp build."""
-import importlib.util
 import json
 import os
 import re
@@ -12,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import prepare_llama_cpp_module
 
 from llama_polar import _codebooks, paths
 
@@ -26,9 +26,7 @@ def cmake_cache(key: str) -> str:
 
 def tree_is_current() -> bool:
     """Whether build/src/llama.cpp carries today's patches/ (what scripts/prepare_llama_cpp.py's stamp records)."""
-    spec = importlib.util.spec_from_file_location("prepare_llama_cpp", paths.ROOT / "scripts" / "prepare_llama_cpp.py")
-    prepare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prepare)
+    prepare = prepare_llama_cpp_module()
     stamp = paths.LLAMA_TREE / prepare.STAMP
     digest = prepare.series_digest(prepare.patch_list(prepare.PATCHES))
     return stamp.is_file() and stamp.read_text().strip() == digest

@@ -13,38 +13,38 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import greedy_text
+from conftest import ROOT, greedy_text, prepare_llama_cpp_module, run_tool
 
-ROOT = Path(__file__).resolve().parent.parent
+from llama_polar.loadtest import free_port
+
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start_rpc_server(exe: Path) -> tuple[subprocess.Popen, str]:
+    """ggml-rpc-server on a free loopback port, once it listens; the process and its endpoint."""
+    port = free_port()
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port), "-t", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, f"127.0.0.1:{port}"
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"{exe.name} did not listen on {port}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
 
 
 @pytest.fixture
 def rpc_servers(bin_dir):
-    procs, endpoints = [], []
-    for _ in range(2):
-        port = free_port()
-        procs.append(subprocess.Popen([str(bin_dir / "ggml-rpc-server"), "-H", "127.0.0.1", "-p", str(port), "-t", "1"],
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-        endpoints.append(f"127.0.0.1:{port}")
-    for port in (int(e.split(":")[1]) for e in endpoints):      # listening?
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"ggml-rpc-server did not listen on {port}")
-    yield ",".join(endpoints)
-    for p in procs:
-        p.terminate()
-        p.wait(timeout=30)
+    servers = [start_rpc_server(bin_dir / "ggml-rpc-server") for _ in range(2)]
+    yield ",".join(endpoint for _, endpoint in servers)
+    for proc, _ in servers:
+        stop(proc)
 
 
 def complete(model_path, *extra, type_k="pq46", type_v="pq46"):
@@ -68,10 +68,7 @@ def test_layers_and_polar_kv_cache_on_rpc_servers_give_the_local_text(bin_dir, m
 def upstream_rpc_server(bin_dir) -> Path:
     """ggml-rpc-server of the unpatched llama.cpp tree (the sdist's, no patches/), built once into
     build/upstream-rpc (ggml and the server only: a few minutes the first time)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("prepare_llama_cpp", ROOT / "scripts" / "prepare_llama_cpp.py")
-    prepare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prepare)
+    prepare = prepare_llama_cpp_module()
     out = ROOT / "build" / "upstream-rpc"
     exe = out / "build" / "bin" / "ggml-rpc-server"
     if not exe.exists():
@@ -89,20 +86,11 @@ def upstream_rpc_server(bin_dir) -> Path:
 
 
 def test_an_upstream_rpc_server_is_refused_with_a_clear_error(bin_dir, model_path, upstream_rpc_server):
-    port = free_port()
-    server = subprocess.Popen([str(upstream_rpc_server), "-H", "127.0.0.1", "-p", str(port), "-t", "1"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server, endpoint = start_rpc_server(upstream_rpc_server)
     try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        run = subprocess.run([str(bin_dir / "llama-completion"), "-m", str(model_path), "-p", "Hi", "-n", "4",
-                              "-no-cnv", "-fa", "on", "-ctk", "pq46", "-ctv", "pq46", "--rpc", f"127.0.0.1:{port}",
-                              "-ngl", "99"], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        run = run_tool("llama-completion", "-m", model_path, "-p", "Hi", "-n", 4, "-no-cnv", "-fa", "on",
+                       "-ctk", "pq46", "-ctv", "pq46", "--rpc", endpoint, "-ngl", 99, timeout=300)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
     assert run.returncode == 1, run.stderr[-2000:]          # an error exit, not an abort (134) or garbage
-    assert "is not a llama-polar build" in run.stderr and f"cannot use the RPC server 127.0.0.1:{port}" in run.stderr
+    assert "is not a llama-polar build" in run.stderr and f"cannot use the RPC server {endpoint}" in run.stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import socket
 import subprocess
 import tempfile
@@ -37,15 +38,20 @@ class Result:
     tokens: int = 0
 
 
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Server:
     """llama-server on a free loopback port, with its log in a temporary file; `with` starts it and waits until
     /health answers, and stops it on exit."""
 
     def __init__(self, model: Path, type_k: str, type_v: str, parallel: int = 4, ctx: int = 2048, threads: int = 2,
                  env: dict[str, str] | None = None, extra: tuple[str, ...] = ()):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [str(paths.tool("llama-server")), "-m", str(model), "--host", "127.0.0.1", "--port",
                      str(self.port), "-np", str(parallel), "-c", str(ctx), "-t", str(threads), "-fa", "on",
@@ -54,10 +60,10 @@ class Server:
                      "--cache-ram", "0", *extra]
         self.env = env
         self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
+        self.final_log = ""   # the log's text once the file is gone (__exit__)
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Server:
-        import os
         env = {**os.environ, **(self.env or {})}
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 180
@@ -93,7 +99,7 @@ class Server:
 
     def log_text(self) -> str:
         path = Path(self.log.name)
-        return path.read_text(errors="replace") if path.exists() else getattr(self, "final_log", "")
+        return path.read_text(errors="replace") if path.exists() else self.final_log
 
 
 async def _health(url: str) -> bool:
@@ -218,7 +224,8 @@ async def bad_requests(url: str, slot_ctx: int, text: str) -> dict[str, tuple[in
     (HTTP status, the start of the error message); the dropped stream reports (200, "dropped")."""
     import aiohttp
     out = {}
-    long_prompt = (text * (1 + 4 * slot_ctx * CHARS_PER_TOKEN // max(1, len(text))))[:4 * slot_ctx * CHARS_PER_TOKEN]
+    n_long = 4 * slot_ctx * CHARS_PER_TOKEN   # characters: about four slots' worth of tokens
+    long_prompt = (text * (1 + n_long // max(1, len(text))))[:n_long]
     cases = {"malformed json": {"data": b"{\"prompt\": \"Hello", "headers": {"Content-Type": "application/json"}},
              "prompt past the context": {"json": {"prompt": long_prompt, "n_predict": 4}},
              "prompt of the wrong type": {"json": {"prompt": {"not": "text"}, "n_predict": 4}}}
