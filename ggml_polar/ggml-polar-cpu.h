@@ -5,7 +5,7 @@
 // The sources in cpu/ are compiled into ggml-cpu with ggml-cpu's own SIMD flags, and pick their path the way ggml-cpu
 // does, at compile time (cpu/polar-simd-mappings.h): AVX-512F (16 lanes), AVX2 (8 lanes), ARM NEON (4 lanes), or
 // plain C (the same code at 1 lane). cpu/polar-cpu-decode.c holds the decoders and tiles, cpu/polar-cpu-attn.c the
-// flash-attention kernel.
+// flash-attention kernel, cpu/polar-cpu-encode.c the encoder (the cache write), also bit-identical to the reference.
 #pragma once
 
 #include "ggml-polar.h"
@@ -29,6 +29,14 @@ const struct ggml_polar_cpu_type * ggml_polar_cpu_type_get(enum ggml_polar_type 
 // ggml_polar_cpu_attn take them; ggml_polar_cpu_dot_rows does not.
 const struct ggml_polar_cpu_type * ggml_polar_cpu_partner_f16(void);
 const struct ggml_polar_cpu_type * ggml_polar_cpu_partner_q8_0(void);
+
+// The cache write: encodes k values (k a multiple of 64) into k/64 blocks, byte for byte the reference's
+// quantize_row_<type>_ref, with a level's nodes across the lanes (cpu/polar-cpu-encode.c). t must be a polar type.
+// One function per type too, for ggml-cpu's from_float traits.
+void ggml_polar_cpu_quantize_row(const struct ggml_polar_cpu_type * t, const float * x, void * y, int64_t k);
+#define GGML_POLAR_CPU_DECLARE_QUANTIZE_ROW(name, NAME, kind, ggml_id) \
+    void ggml_polar_cpu_quantize_row_##name(const float * x, void * y, int64_t k);
+PQ_FOREACH_TYPE(GGML_POLAR_CPU_DECLARE_QUANTIZE_ROW)
 
 // Blocks decoded together by this build, and the name of its path ("avx512", "avx2", "neon", "scalar").
 int          ggml_polar_cpu_lanes(void);

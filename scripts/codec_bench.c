@@ -1,6 +1,6 @@
-// Microbenchmark of the CPU codec on one machine: the reference encoder (the cache write), the SIMD block decoder,
-// and ggml_polar_cpu_attn over 4096 cache rows for 3 query heads sharing one KV head (SmolLM2's layout, head 64).
-//   cc -O3 -march=native -Iggml_polar scripts/codec_bench.c ggml_polar/cpu/polar-cpu-decode.c
+// Microbenchmark of the CPU codec on one machine: the SIMD encoder (the cache write, a row of 3 blocks at a time)
+// against the reference encoder, the SIMD block decoder, and ggml_polar_cpu_attn over 4096 cache rows for 3 query heads sharing one KV head (SmolLM2's layout, head 64).
+//   cc -O3 -march=native -ffp-contract=off -Iggml_polar scripts/codec_bench.c ggml_polar/cpu/polar-cpu-decode.c
 //      ggml_polar/cpu/polar-cpu-attn.c ggml_polar/ggml-polar.c -lm -o build/codec_bench && build/codec_bench pq46
 #include "ggml-polar-cpu.h"
 #include "ggml-polar.h"
@@ -50,6 +50,19 @@ int main(int argc, char ** argv) {
     const double t_quant = (now() - t0) / (reps * (double) ROWS * NKV);
     info->from_float_ref(x, v, ROWS * NKV * D);
 
+    // the SIMD encoder as the cache write calls it: one row (NKV blocks) at a time
+    t0 = now();
+    for (int r = 0; r < reps; ++r) {
+        for (int row = 0; row < ROWS; ++row) {
+            ggml_polar_cpu_quantize_row(t, x + (size_t) row * NKV * D, k + (size_t) row * NKV * ts, NKV * D);
+        }
+    }
+    const double t_encode = (now() - t0) / (reps * (double) ROWS * NKV);
+    if (memcmp(k, v, (size_t) ROWS * NKV * ts) != 0) {
+        fprintf(stderr, "the SIMD encoder's bytes differ from the reference's\n");
+        return 1;
+    }
+
     const int lanes = ggml_polar_cpu_lanes();
     float     tile[64 * GGML_POLAR_CPU_MAX_LANES];
     t0   = now();
@@ -81,10 +94,10 @@ int main(int argc, char ** argv) {
     }
     const double t_attn = (now() - t0) / reps;
 
-    printf("%s (%s, %d lanes): encode %.0f ns/block, decode %.1f ns/block, attention %.1f ns per cache row "
-           "(%d rows x %d query heads: %.0f us)\n",
-           name, ggml_polar_cpu_isa(), lanes, t_quant * 1e9, t_decode * 1e9, t_attn * 1e9 / ROWS, ROWS, NQ,
-           t_attn * 1e6);
+    printf("%s (%s, %d lanes): encode %.0f ns/block (reference %.0f: %.2fx), decode %.1f ns/block, attention "
+           "%.1f ns per cache row (%d rows x %d query heads: %.0f us)\n",
+           name, ggml_polar_cpu_isa(), lanes, t_encode * 1e9, t_quant * 1e9, t_quant / t_encode, t_decode * 1e9,
+           t_attn * 1e9 / ROWS, ROWS, NQ, t_attn * 1e6);
     free(x);
     free(k);
     free(v);

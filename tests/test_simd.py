@@ -1,8 +1,8 @@
 """The SIMD CPU codec (ggml_polar/cpu/) against the reference, on every ISA path it has.
 
 tests/c/simd_parity.c is built once per path and run: AVX-512 and AVX2 where this CPU has them, plain C, and ARM
-NEON with Debian's aarch64 cross compiler under qemu-user (.ci/run installs both). Decoded values must be
-bit-identical to the reference; dot products agree within the bound stated in simd_parity.c.
+NEON with Debian's aarch64 cross compiler under qemu-user (.ci/run installs both). Decoded values and encoded blocks
+must be bit-identical to the reference; dot products agree within the bound stated in simd_parity.c.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "ggml_polar"
-CPU_SOURCES = [SRC / "cpu" / "polar-cpu-decode.c", SRC / "cpu" / "polar-cpu-attn.c", SRC / "ggml-polar.c"]
+CPU_SOURCES = [SRC / "cpu" / "polar-cpu-decode.c", SRC / "cpu" / "polar-cpu-attn.c", SRC / "cpu" / "polar-cpu-encode.c",
+               SRC / "ggml-polar.c"]
 SOURCES = [ROOT / "tests" / "c" / "simd_parity.c", *CPU_SOURCES]
 FLAGS = ["-std=c11", "-O2", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-I", str(SRC)]
 

@@ -7,16 +7,6 @@
 
 #include <assert.h>
 
-// The per-type decoders below inline the whole decode with the type's layout as constants, so every shift, offset
-// and loop count is known to the compiler.
-#if defined(__GNUC__)
-#define PQ_INLINE static inline __attribute__((always_inline))
-#define PQ_UNROLL _Pragma("GCC unroll 64")
-#else
-#define PQ_INLINE static inline
-#define PQ_UNROLL
-#endif
-
 // Every lane's block, as 32-bit words: word k starts at byte min(4k, type_size - 4), so none reads past the block.
 typedef struct {
     pq_vi w[(PQ_BLOCK + 3) / 4];

@@ -5,6 +5,16 @@
 #include "../ggml-polar-cpu.h"
 #include "polar-simd-mappings.h"
 
+// The per-type codecs inline the whole encode or decode with the type's layout as constants, so every shift, offset
+// and loop count is known to the compiler.
+#if defined(__GNUC__)
+#define PQ_INLINE static inline __attribute__((always_inline))
+#define PQ_UNROLL _Pragma("GCC unroll 64")
+#else
+#define PQ_INLINE static inline
+#define PQ_UNROLL
+#endif
+
 // Decodes one block in every lane: block r at x + offsets[r]; val[v] receives value v of every lane's block.
 typedef void (*pq_lanes_fn)(const uint8_t * x, pq_vi offsets, pq_vf * val);
 

@@ -50,6 +50,17 @@ static inline float pq_hmax(pq_vf a) { return _mm512_reduce_max_ps(a); }
 static inline pq_vf pq_round(pq_vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 static inline pq_vf pq_ldexp(pq_vf a, pq_vf n) { return _mm512_scalef_ps(a, n); } // a * 2^n, n integral
 static inline pq_vm pq_lt(pq_vf a, pq_vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+static inline pq_vm pq_le(pq_vf a, pq_vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
+static inline pq_vm pq_mand(pq_vm a, pq_vm b) { return (pq_vm) (a & b); }
+static inline void  pq_store_u32(uint32_t * y, pq_vi v) { _mm512_storeu_si512((void *) y, v); }
+// 2 * PQ_LANES floats at p, split into the even- and the odd-indexed ones.
+static inline void pq_load_pairs(const float * p, pq_vf * even, pq_vf * odd) {
+    const pq_vf a = _mm512_loadu_ps(p);
+    const pq_vf b = _mm512_loadu_ps(p + 16);
+    const pq_vi ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    *even = _mm512_permutex2var_ps(a, ie, b);
+    *odd  = _mm512_permutex2var_ps(a, _mm512_add_epi32(ie, _mm512_set1_epi32(1)), b);
+}
 static inline float pq_lane(pq_vf v, int r) { float t[PQ_LANES]; _mm512_storeu_ps(t, v); return t[r]; }
 
 // A level's codebook in registers: up to 64 entries, read with masked loads (never past the table's end).
@@ -130,6 +141,16 @@ static inline pq_vf pq_ldexp(pq_vf a, pq_vf n) { // a * 2^n for integral n in [-
     return _mm256_mul_ps(a, _mm256_castsi256_ps(e));
 }
 static inline pq_vm pq_lt(pq_vf a, pq_vf b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+static inline pq_vm pq_le(pq_vf a, pq_vf b) { return _mm256_cmp_ps(a, b, _CMP_LE_OQ); }
+static inline pq_vm pq_mand(pq_vm a, pq_vm b) { return _mm256_and_ps(a, b); }
+static inline void  pq_store_u32(uint32_t * y, pq_vi v) { _mm256_storeu_si256((__m256i *) y, v); }
+static inline void pq_load_pairs(const float * p, pq_vf * even, pq_vf * odd) {
+    const pq_vf a = _mm256_loadu_ps(p);
+    const pq_vf b = _mm256_loadu_ps(p + 8);
+    // within each 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6; then the 64-bit quarters in the order 0 2 1 3
+    *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
+    *odd  = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8));
+}
 static inline float pq_lane(pq_vf v, int r) { float t[PQ_LANES]; _mm256_storeu_ps(t, v); return t[r]; }
 
 // Up to 8 entries live in a register (a permute); larger codebooks are gathered from the table itself.
@@ -207,6 +228,14 @@ static inline pq_vf pq_ldexp(pq_vf a, pq_vf n) { // a * 2^n for integral n in [-
     return vmulq_f32(a, vreinterpretq_f32_s32(e));
 }
 static inline pq_vm pq_lt(pq_vf a, pq_vf b) { return vcltq_f32(a, b); }
+static inline pq_vm pq_le(pq_vf a, pq_vf b) { return vcleq_f32(a, b); }
+static inline pq_vm pq_mand(pq_vm a, pq_vm b) { return vandq_u32(a, b); }
+static inline void  pq_store_u32(uint32_t * y, pq_vi v) { vst1q_u32(y, v); }
+static inline void pq_load_pairs(const float * p, pq_vf * even, pq_vf * odd) {
+    const float32x4x2_t v = vld2q_f32(p);
+    *even = v.val[0];
+    *odd  = v.val[1];
+}
 static inline float pq_lane(pq_vf v, int r) { float t[PQ_LANES]; vst1q_f32(t, v); return t[r]; }
 
 // Codebooks of up to 16 entries are a 64-byte table for one TBL over the four bytes of each float.
@@ -269,6 +298,10 @@ static inline float pq_hmax(pq_vf a) { return a; }
 static inline pq_vf pq_round(pq_vf a) { return nearbyintf(a); }                 // to nearest even, as the SIMD paths
 static inline pq_vf pq_ldexp(pq_vf a, pq_vf n) { return ldexpf(a, (int) n); }  // n integral
 static inline pq_vm pq_lt(pq_vf a, pq_vf b) { return a < b; }
+static inline pq_vm pq_le(pq_vf a, pq_vf b) { return a <= b; }
+static inline pq_vm pq_mand(pq_vm a, pq_vm b) { return a && b; }
+static inline void  pq_store_u32(uint32_t * y, pq_vi v) { *y = v; }
+static inline void pq_load_pairs(const float * p, pq_vf * even, pq_vf * odd) { *even = p[0]; *odd = p[1]; }
 static inline float pq_lane(pq_vf v, int r) { (void) r; return v; }
 
 typedef struct { const float * t; } pq_tab;

@@ -2,11 +2,13 @@
 // compiled for (tests/test_simd.py builds it for AVX-512, AVX2, plain C and, under qemu, AArch64 NEON).
 //   decoded values: bit-identical to dequantize_row_<type> (NaN where the reference has NaN);
 //   dot products:   |simd - ref| <= 2^-22 * sum |k_i q_i| over the row (float32 sums of up to 256 terms, in
-//                   another order and with fused multiply-adds), and the same non-finite results.
+//                   another order and with fused multiply-adds), and the same non-finite results;
+//   encoded blocks: byte for byte the reference's.
 // Prints "<isa> <lanes>: N failures" and exits non-zero on any failure.
 #include "ggml-polar-cpu.h"
 #include "ggml-polar.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,6 +209,50 @@ static int check_partners(void) {
     return failures;
 }
 
+// The encoder (the cache write) against quantize_row_<type>_ref: the same bytes for Gaussian rows at scales from
+// subnormal to near FLT_MAX, rows with zeros, NaN, +-Inf, +-0 and FLT_MAX, and decoded blocks (values on the
+// codebook's centroids) encoded again.
+static int check_encoder(void) {
+    enum { BLOCKS = 97 };
+    static float   x[BLOCKS * 64], decoded[BLOCKS * 64];
+    static uint8_t want[BLOCKS * 64], got[BLOCKS * 64];
+    static const float scales[] = { 1.0f, 3e4f, 1e-7f, 1e-39f, 1e36f, 0.0f };
+    static const float specials[] = { NAN, INFINITY, -INFINITY, 0.0f, -0.0f, FLT_MAX, -FLT_MAX, 1e-45f };
+    int failures = 0;
+    for (int ti = 0; ti < ggml_polar_type_count(); ++ti) {
+        const struct ggml_polar_type_info * info = ggml_polar_get_type_info(ti);
+        const struct ggml_polar_cpu_type *  t    = ggml_polar_cpu_type_get((enum ggml_polar_type) ti);
+        for (int trial = 0; trial < 4; ++trial) {
+            for (int i = 0; i < BLOCKS * 64; ++i) {
+                const float scale = scales[(i / 64 + trial) % (sizeof(scales) / sizeof(scales[0]))];
+                x[i] = rng_normal() * scale;
+                if (trial == 1 && rng_u32() % 13 == 0) {
+                    x[i] = specials[rng_u32() % (sizeof(specials) / sizeof(specials[0]))];
+                }
+            }
+            if (trial == 3) { // re-encode decoded values
+                info->from_float_ref(x, want, BLOCKS * 64);
+                info->to_float(want, decoded, BLOCKS * 64);
+                memcpy(x, decoded, sizeof(x));
+            }
+            info->from_float_ref(x, want, BLOCKS * 64);
+            memset(got, 0xa5, sizeof(got));
+            for (int b0 = 0; b0 < BLOCKS; b0 += 1 + trial) { // rows of 1 to 4 blocks
+                const int nb = BLOCKS - b0 < 1 + trial ? BLOCKS - b0 : 1 + trial;
+                ggml_polar_cpu_quantize_row(t, x + b0 * 64, got + b0 * info->type_size, nb * 64);
+            }
+            for (int b = 0; b < BLOCKS; ++b) {
+                if (memcmp(got + b * info->type_size, want + b * info->type_size, info->type_size) != 0) {
+                    printf("%s quantize_row (trial %d): block %d differs from the reference\n", info->name, trial, b);
+                    ++failures;
+                    break;
+                }
+            }
+        }
+    }
+    return failures;
+}
+
 int main(void) {
     enum { ROWS = 37, MAX_BLK = 4 };    // 37 rows: full lane groups and a partial one on every ISA
     static float   values[ROWS * MAX_BLK * 64];
@@ -303,6 +349,7 @@ int main(void) {
     }
     failures += check_attention();
     failures += check_partners();
+    failures += check_encoder();
     printf("%s %d lanes: %d failures\n", ggml_polar_cpu_isa(), lanes, failures);
     return failures != 0;
 }

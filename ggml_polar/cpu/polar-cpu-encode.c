@@ -1,0 +1,192 @@
+// The polar CPU encoder, which writes the cache (see ggml-polar-cpu.h): the reference encode of polar-codec.h with a
+// level's nodes across the vector lanes. A cache row holds only a few blocks (3 for SmolLM2's K), too few to fill
+// the lanes with blocks as the decoders do, while every level of a block has 32, 16, 8 ... nodes. Each lane runs the
+// reference's float32 operations in the reference's order (a product, then a sum: this file must be compiled with
+// -ffp-contract=off, as ggml_polar/CMakeLists.txt says), so the bytes are the reference's, bit for bit.
+#include "polar-cpu-impl.h"
+#include "polar-codec.h"
+
+#include <assert.h>
+
+// A level reads its nodes' pairs (sq[2j], sq[2j + 1]) PQ_LANES at a time, 2 * PQ_LANES values: a level with fewer
+// nodes than lanes reads past its last pair, into zeros or an earlier level's sums, and stores no code from there.
+#define PQ_PAD (2 * GGML_POLAR_CPU_MAX_LANES)
+
+static inline pq_vf pq_abs_lanes(pq_vf v) {
+    return pq_as_f(pq_and(pq_as_i(v), pq_splat_i(0x7fffffff)));
+}
+
+// pq_sanitize on every lane: NaN -> 0, +-Inf -> +-FLT_MAX.
+static inline pq_vf pq_sanitize_lanes(pq_vf v) {
+    pq_vf r = pq_select(pq_lt(pq_splat(FLT_MAX), v), pq_splat(FLT_MAX), v);
+    r = pq_select(pq_lt(v, pq_splat(-FLT_MAX)), pq_splat(-FLT_MAX), r);
+    return pq_select(pq_le(v, v), r, pq_splat(0.0f)); // only NaN is not <= itself
+}
+
+// pq_prepare_group over n values (a multiple of the lanes): the maximum does not depend on the order it is taken in.
+PQ_INLINE int pq_prepare_lanes(const float * x, int n, float * v) {
+    pq_vf amax = pq_splat(0.0f);
+    for (int i = 0; i < n; i += PQ_LANES) {
+        const pq_vf s = pq_sanitize_lanes(pq_load(x + i));
+        pq_store(v + i, s);
+        amax = pq_max(amax, pq_abs_lanes(s));
+    }
+    const int   k     = pq_scale_exponent(pq_hmax(amax));
+    const pq_vf scale = pq_splat(pq_exp2i(k));
+    for (int i = 0; i < n; i += PQ_LANES) {
+        pq_store(v + i, pq_mul(pq_load(v + i), scale));
+    }
+    return k;
+}
+
+// pq_count_below on every lane: the number of boundaries t[i] with y > t[i] * x.
+PQ_INLINE pq_vi pq_count_below_lanes(pq_vf y, pq_vf x, int n, const float * t) {
+    pq_vi count = pq_splat_i(0);
+    for (int i = 0; i < n; ++i) {
+        count = pq_add_i(count, pq_select_i(pq_lt(pq_mul(pq_splat(t[i]), x), y), pq_splat_i(1), pq_splat_i(0)));
+    }
+    return count;
+}
+
+// pq_level1_code on every lane; the quadrants are tested in the reference's order (the first that holds wins).
+PQ_INLINE pq_vi pq_level1_lanes(pq_vf x, pq_vf y, int bits, const float * tan_bound) {
+    const pq_vf zero = pq_splat(0.0f);
+    const pq_vf nx   = pq_mul(x, pq_splat(-1.0f)); // -x exactly
+    const pq_vf ny   = pq_mul(y, pq_splat(-1.0f));
+    const pq_vm c[4] = {
+        pq_mand(pq_lt(zero, x), pq_le(zero, y)), // q0: x > 0, y >= 0
+        pq_mand(pq_le(x, zero), pq_lt(zero, y)), // q1: x <= 0, y > 0
+        pq_mand(pq_lt(x, zero), pq_le(y, zero)), // q2: x < 0, y <= 0
+        pq_mand(pq_le(zero, x), pq_lt(y, zero)), // q3: x >= 0, y < 0
+    };
+    const pq_vf cu[4] = { x, y, nx, ny };
+    const pq_vf cv[4] = { y, nx, ny, x };
+    pq_vi q = pq_splat_i(0);
+    pq_vf u = zero;
+    pq_vf v = zero;
+    for (int i = 3; i >= 0; --i) {
+        q = pq_select_i(c[i], pq_splat_i(i), q);
+        u = pq_select(c[i], cu[i], u);
+        v = pq_select(c[i], cv[i], v);
+    }
+    return pq_or(pq_sll(q, bits - 2), pq_count_below_lanes(v, u, (1 << (bits - 2)) - 1, tan_bound));
+}
+
+// ORs n codes of `bits` bits each into the zeroed stream at bit `first`, one after another (pq_put_code's layout).
+PQ_INLINE void pq_put_codes(uint8_t * qs, int first, int bits, const uint32_t * codes, int n) {
+    uint8_t * p    = qs + (first >> 3);
+    uint32_t  acc  = 0;
+    int       fill = first & 7;
+    for (int j = 0; j < n; ++j) {
+        acc |= codes[j] << fill;
+        fill += bits;
+        for (; fill >= 8; fill -= 8, acc >>= 8) {
+            *p++ |= (uint8_t) acc;
+        }
+    }
+    if (fill > 0) {
+        *p |= (uint8_t) acc;
+    }
+}
+
+// pq_tree_quantize_block.
+PQ_INLINE void pq_tree_encode(const pq_tree_desc * d, const float * x, uint8_t * blk) {
+    const int n       = 1 << d->levels;
+    const int r_bytes = d->radius_format == PQ_RADIUS_FP16 ? 2 : 1;
+    uint8_t * qs      = blk + d->groups * r_bytes;
+    memset(blk, 0, (size_t) d->type_size);
+
+    PQ_UNROLL
+    for (int g = 0; g < d->groups; ++g) {
+        float    v[PQ_BLOCK + PQ_PAD] = { 0 };
+        float    sq[2][PQ_BLOCK / 2 + PQ_PAD] = { { 0 } };
+        uint32_t codes[PQ_BLOCK / 2 + PQ_PAD];
+        const int k = pq_prepare_lanes(x + g * n, n, v);
+
+        PQ_UNROLL
+        for (int j = 0; j < n / 2; j += PQ_LANES) {
+            pq_vf a;
+            pq_vf b;
+            pq_load_pairs(v + 2 * j, &a, &b);
+            pq_store_u32(codes + j, pq_level1_lanes(a, b, d->bits[0], pq_bound + d->bound_offset[0]));
+            pq_store(sq[0] + j, pq_add(pq_mul(a, a), pq_mul(b, b)));
+        }
+        pq_put_codes(qs, d->code_offset[0] + g * (n / 2) * d->bits[0], d->bits[0], codes, n / 2);
+        PQ_UNROLL
+        for (int l = 1; l < d->levels; ++l) {
+            const int     nodes = n >> (l + 1);
+            const float * in    = sq[(l - 1) & 1];
+            float *       out   = sq[l & 1];
+            PQ_UNROLL
+            for (int j = 0; j < nodes; j += PQ_LANES) {
+                pq_vf a;
+                pq_vf b;
+                pq_load_pairs(in + 2 * j, &a, &b);
+                pq_store_u32(codes + j, pq_count_below_lanes(b, a, (1 << d->bits[l]) - 1, pq_bound + d->bound_offset[l]));
+                pq_store(out + j, pq_add(a, b));
+            }
+            pq_put_codes(qs, d->code_offset[l] + g * nodes * d->bits[l], d->bits[l], codes, nodes);
+        }
+        const float r = pq_sqrt(sq[(d->levels - 1) & 1][0]) * pq_exp2i(-k);
+        if (d->radius_format == PQ_RADIUS_FP16) {
+            const uint16_t h = pq_fp16_from_radius(r);
+            blk[2 * g]       = (uint8_t) (h & 0xff);
+            blk[2 * g + 1]   = (uint8_t) (h >> 8);
+        } else {
+            blk[g] = pq_log8_encode(r);
+        }
+    }
+}
+
+// pqk1_quantize_block: the same sums of squares for the norm, then the signs of the sanitized values.
+PQ_INLINE void pq_key_encode(const float * x, uint8_t * blk) {
+    float     v[PQ_BLOCK];
+    float     sq[2][PQ_BLOCK / 2 + PQ_PAD] = { { 0 } };
+    const int k = pq_prepare_lanes(x, PQ_BLOCK, v);
+    for (int j = 0; j < PQ_BLOCK / 2; j += PQ_LANES) {
+        pq_vf a;
+        pq_vf b;
+        pq_load_pairs(v + 2 * j, &a, &b);
+        pq_store(sq[0] + j, pq_add(pq_mul(a, a), pq_mul(b, b)));
+    }
+    int level = 0;
+    for (int nodes = PQ_BLOCK / 4; nodes >= 1; nodes /= 2, ++level) {
+        const float * in  = sq[level & 1];
+        float *       out = sq[(level + 1) & 1];
+        for (int j = 0; j < nodes; j += PQ_LANES) {
+            pq_vf a;
+            pq_vf b;
+            pq_load_pairs(in + 2 * j, &a, &b);
+            pq_store(out + j, pq_add(a, b));
+        }
+    }
+    memset(blk, 0, PQK1_TYPE_SIZE);
+    blk[0] = pq_log8_encode(pq_sqrt(sq[level & 1][0]) * pq_exp2i(-k));
+    for (int i = 0; i < PQ_BLOCK; ++i) {
+        blk[1 + i / 8] |= (uint8_t) ((pq_sanitize(x[i]) < 0.0f ? 1 : 0) << (i % 8));
+    }
+}
+
+// One row encoder per PQ_FOREACH_TYPE entry, with the type's layout (name##_desc) inlined as constants.
+#define PQ_ENCODE_TREE(name) pq_tree_encode(&name##_desc, x + ib * PQ_BLOCK, blk + ib * sizeof(block_##name))
+#define PQ_ENCODE_KEY(name)  pq_key_encode(x + ib * PQ_BLOCK, blk + ib * sizeof(block_##name))
+#define PQ_DEFINE_QUANTIZE_ROW(name, NAME, kind, ggml_id)                                  \
+    void ggml_polar_cpu_quantize_row_##name(const float * x, void * y, int64_t k) {         \
+        assert(k % PQ_BLOCK == 0);                                                           \
+        uint8_t * blk = (uint8_t *) y;                                                       \
+        for (int64_t ib = 0; ib < k / PQ_BLOCK; ++ib) {                                      \
+            PQ_ENCODE_##kind(name);                                                          \
+        }                                                                                    \
+    }
+PQ_FOREACH_TYPE(PQ_DEFINE_QUANTIZE_ROW)
+
+typedef void (*pq_quantize_row_fn)(const float * x, void * y, int64_t k);
+#define PQ_QUANTIZE_ROW_ENTRY(name, NAME, kind, ggml_id) [GGML_POLAR_TYPE_##NAME] = ggml_polar_cpu_quantize_row_##name,
+static const pq_quantize_row_fn pq_quantize_rows[GGML_POLAR_TYPE_COUNT] = {
+    PQ_FOREACH_TYPE(PQ_QUANTIZE_ROW_ENTRY)
+};
+
+void ggml_polar_cpu_quantize_row(const struct ggml_polar_cpu_type * t, const float * x, void * y, int64_t k) {
+    assert((int) t->type >= 0 && t->type < GGML_POLAR_TYPE_COUNT); // a polar type, not a partner
+    pq_quantize_rows[t->type](x, y, k);
+}
