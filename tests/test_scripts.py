@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,13 +50,13 @@ def test_demo_rejects_bad_arguments():
 
 def test_bench_script_prints_tokens_per_second_and_ratios(bin_dir, model_path, tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--types", "f16,q4_0,pq46",
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--types", "f16,q4_0,pq46,q8_0/pq46",
                              "--depths", "0,256", "--reps", "1", "--prompt", "64", "--gen", "8", "--json", str(out)],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     records = json.loads(out.read_text())
     assert {(r["type"], r["test"], r["depth"]) for r in records} == {
-        (t, test, d) for t in ("f16", "q4_0", "pq46") for test in ("pp64", "tg8") for d in (0, 256)}
+        (t, test, d) for t in ("f16", "q4_0", "pq46", "q8_0/pq46") for test in ("pp64", "tg8") for d in (0, 256)}
     for r in records:
         assert r["tps"] > 0
         if r["type"] == "f16":
@@ -62,12 +64,18 @@ def test_bench_script_prints_tokens_per_second_and_ratios(bin_dir, model_path, t
         if r["type"] == "q4_0":
             assert r["vs_q4_0"] == 1.0
     assert re.search(r"^pq46 +tg8 +256 +[\d.]+ ± +[\d.]+ +[\d.]+x +[\d.]+x$", result.stdout, flags=re.M), result.stdout
+    assert re.search(r"^q8_0/pq46 +pp64 +0 +[\d.]+ ± ", result.stdout, flags=re.M), result.stdout
 
 
-def test_bench_script_rejects_unknown_types():
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--types", "f16,pq99"],
+@pytest.mark.parametrize("types,message", [
+    ("f16,pq99", "unknown cache type 'pq99'"),
+    ("f16,pq46/q9", "unknown cache type 'q9'"),
+    ("pq46+calib", "calibrated centers need a centers file"),
+])
+def test_bench_script_rejects_unknown_types(types, message):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--types", types],
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "unknown cache type 'pq99'" in result.stderr
+    assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 def test_report_writes_tables_and_plots(bin_dir, model_path, tmp_path):
