@@ -5,7 +5,11 @@ and their table: `llama-polar loadtest` (docs/measurements.md)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import re
+import subprocess
+import sys
 
 from llama_polar import loadtest
 
@@ -40,7 +44,7 @@ def test_server_under_load_with_bad_requests(bin_dir, model_path, text_path):
 
         async def load_and_abuse():
             return await asyncio.gather(
-                loadtest.drive(server.url, clients, 15, loadtest.mixed_requests(text, slot_ctx)),
+                loadtest.drive_sampling_rss(server, clients, 15, loadtest.mixed_requests(text, slot_ctx), every=4),
                 loadtest.bad_requests(server.url, slot_ctx, text))
 
         stats, bad = asyncio.run(load_and_abuse())
@@ -56,6 +60,19 @@ def test_server_under_load_with_bad_requests(bin_dir, model_path, text_path):
         assert status == 400 and message, (name, status, message)   # a client error, said in words
     assert bad["dropped stream"] == (200, "dropped")
     assert rss_end - rss_start < 64, (rss_start, rss_end)    # MiB: the KV cache is allocated before the warm-up
+    assert len(stats["rss_samples"]) >= 3 and stats["rss_1min"] in [mib for _, mib in stats["rss_samples"]]
+    assert all(abs(mib - rss_start) < 64 for _, mib in stats["rss_samples"]), stats["rss_samples"]
+
+
+def test_loadtest_command_prints_its_table(bin_dir, model_path, tmp_path):
+    out = tmp_path / "load.json"
+    run = subprocess.run([sys.executable, "-m", "llama_polar", "loadtest", "--model", str(model_path), "--configs",
+                          "pq46", "--clients", "2", "--duration", "5", "--ctx", "512", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert re.search(r"^\| pq46 \| \d+ \| 0 \|( [\d.]+ \|){8} \d+ \|$", run.stdout, flags=re.M), run.stdout
+    row, = json.loads(out.read_text())
+    assert row["ok"] >= 2 and row["rss_start"] > 0 and row["rss_samples"]
 
 
 def test_server_refuses_a_state_file_from_another_cache_or_a_truncated_one(bin_dir, model_path, tmp_path):

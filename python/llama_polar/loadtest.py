@@ -1,8 +1,8 @@
 """llama-server under load: N concurrent streaming clients, for a fixed time, against `llama-server --parallel P`
 with a given K/V cache, prompts of mixed lengths, and some generations that run past a slot's context so that
 context shift runs. What it reports per configuration: requests ok/failed, p50/p95 time to first token, p50/p95
-time per generated token, generated tokens/s over the run, and the server's RSS after a warm-up request and at the
-end.
+time per generated token, generated tokens/s over the run, and the server's RSS after a warm-up request, a minute
+into the load (sampled every 10 s) and at the end.
 
     with Server(model, "pq46", "pq46", parallel=4, ctx=2048) as server:
         stats = asyncio.run(drive(server.url, clients=8, duration=60, requests=mixed_requests(text, 512)))
@@ -183,6 +183,27 @@ async def drive(url: str, clients: int, duration: float, requests: list[dict]) -
     return summarize(results, time.monotonic() - t0)
 
 
+async def drive_sampling_rss(server: "Server", clients: int, duration: float, requests: list[dict],
+                             every: float = 10.0) -> dict:
+    """drive() with the server's RSS sampled every `every` seconds: rss_samples [(seconds, MiB)], and rss_1min, the
+    RSS a minute into the load (the last sample of a shorter run), from which a steady state must not grow."""
+    samples: list[tuple[float, float]] = []
+
+    async def sample():
+        t0 = time.monotonic()
+        while True:
+            samples.append((time.monotonic() - t0, server.rss_mib()))
+            await asyncio.sleep(every)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        stats = await drive(server.url, clients, duration, requests)
+    finally:
+        sampler.cancel()
+    later = [mib for t, mib in samples if t >= 60.0]
+    return {**stats, "rss_samples": samples, "rss_1min": later[0] if later else samples[-1][1]}
+
+
 def summarize(results: list[Result], seconds: float) -> dict:
     ok = [r for r in results if r.ok]
     ttft = [r.ttft for r in ok if r.ttft is not None]
@@ -206,7 +227,7 @@ def run(model: Path, type_k: str, type_v: str, text: str, clients: int, duration
         if not warm.ok:
             raise RuntimeError(f"the warm-up request failed: {warm.error}")
         rss_start = server.rss_mib()
-        stats = asyncio.run(drive(server.url, clients, duration, requests))
+        stats = asyncio.run(drive_sampling_rss(server, clients, duration, requests))
         stats.update(rss_start=rss_start, rss_end=server.rss_mib(), alive=server.alive(),
                      context_shifts=server.log_text().count("slot context shift"), type_k=type_k, type_v=type_v)
     return stats

@@ -1,7 +1,7 @@
 """llama-server under load, one configuration after another: N concurrent streaming clients for a fixed time against
 `llama-server --parallel P -c CTX --context-shift`, with prompts of mixed lengths and some generations past a slot's
 context (llama_polar.loadtest). Prints requests ok/failed, p50/p95 time to first token and per token, generated
-tokens/s, and the server's RSS after a warm-up request and at the end; exits 1 if a request failed or the server
+tokens/s, and the server's RSS after a warm-up request, a minute into the load and at the end; exits 1 if a request failed or the server
 stopped serving.
 
   llama-polar loadtest                                    # SmolLM2-135M: f16, q4_0, pq46, q8_0/pq46; 8 clients, 60 s
@@ -20,11 +20,11 @@ from llama_polar import cache_config, loadtest, models, paths
 
 def table(rows: list[dict]) -> str:
     lines = ["| K / V | ok | failed | TTFT p50 s | TTFT p95 s | per token p50 ms | per token p95 ms | tokens/s | "
-             "RSS start MiB | RSS end MiB | context shifts |", "|---|" + "---:|" * 10]
+             "RSS start MiB | RSS at 1 min MiB | RSS end MiB | context shifts |", "|---|" + "---:|" * 11]
     for r in rows:
         lines.append(f"| {r['config']} | {r['ok']} | {r['failed']} | {r['ttft_p50']:.2f} | {r['ttft_p95']:.2f} | "
                      f"{1e3 * r['token_p50']:.1f} | {1e3 * r['token_p95']:.1f} | {r['tokens_per_s']:.1f} | "
-                     f"{r['rss_start']:.0f} | {r['rss_end']:.0f} | {r['context_shifts']} |")
+                     f"{r['rss_start']:.0f} | {r['rss_1min']:.0f} | {r['rss_end']:.0f} | {r['context_shifts']} |")
     return "\n".join(lines)
 
 
