@@ -206,6 +206,17 @@ static inline int pq_prepare_group(PQ_DEVICE const float * x, int n, PQ_THREAD f
     return k;
 }
 
+// Group g's radius r in its format: fp16 (little-endian) or the 8-bit log norm.
+static inline void pq_put_radius(PQ_CONSTANT const pq_tree_desc * d, PQ_DEVICE uint8_t * blk, int g, float r) {
+    if (d->radius_format == PQ_RADIUS_FP16) {
+        const uint16_t h = pq_fp16_from_radius(r);
+        blk[2 * g]       = (uint8_t) (h & 0xff);
+        blk[2 * g + 1]   = (uint8_t) (h >> 8);
+    } else {
+        blk[g] = pq_log8_encode(r);
+    }
+}
+
 static inline void pq_tree_quantize_block(PQ_CONSTANT const pq_tree_desc * d, PQ_DEVICE const float * x,
                                           PQ_DEVICE uint8_t * blk) {
     PQ_FP_SAFE
@@ -239,14 +250,7 @@ static inline void pq_tree_quantize_block(PQ_CONSTANT const pq_tree_desc * d, PQ
                 sq[j] = a + b;
             }
         }
-        const float r = pq_sqrt(sq[0]) * pq_exp2i(-k);
-        if (d->radius_format == PQ_RADIUS_FP16) {
-            const uint16_t h = pq_fp16_from_radius(r);
-            blk[2 * g]       = (uint8_t) (h & 0xff);
-            blk[2 * g + 1]   = (uint8_t) (h >> 8);
-        } else {
-            blk[g] = pq_log8_encode(r);
-        }
+        pq_put_radius(d, blk, g, pq_sqrt(sq[0]) * pq_exp2i(-k));
     }
 }
 

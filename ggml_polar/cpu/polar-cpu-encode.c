@@ -127,14 +127,7 @@ PQ_INLINE void pq_tree_encode(const pq_tree_desc * d, const float * x, uint8_t *
             }
             pq_put_codes(qs, d->code_offset[l] + g * nodes * d->bits[l], d->bits[l], codes, nodes);
         }
-        const float r = pq_sqrt(sq[(d->levels - 1) & 1][0]) * pq_exp2i(-k);
-        if (d->radius_format == PQ_RADIUS_FP16) {
-            const uint16_t h = pq_fp16_from_radius(r);
-            blk[2 * g]       = (uint8_t) (h & 0xff);
-            blk[2 * g + 1]   = (uint8_t) (h >> 8);
-        } else {
-            blk[g] = pq_log8_encode(r);
-        }
+        pq_put_radius(d, blk, g, pq_sqrt(sq[(d->levels - 1) & 1][0]) * pq_exp2i(-k));
     }
 }
 
