@@ -86,3 +86,8 @@ def parse(spec: str) -> BuildConfig:
     if sink and type_k in UNQUANTIZED:
         raise ValueError(f"{spec}: sink rows need a quantized K cache, not {type_k}")
     return BuildConfig(spec, type_k, type_v, center, sink)
+
+
+def parse_list(specs: str) -> list[BuildConfig]:
+    """A comma-separated list of configurations (a command line's --configs or --types), each parsed by parse()."""
+    return [parse(spec) for spec in specs.split(",") if spec.strip()]

@@ -1,9 +1,9 @@
 """Speed of every KV-cache type, from llama-bench in one run: tokens/s and the ratio of each type to f16 and to q4_0.
 
-For each cache type (K and V the same) or configuration (K/V pairs, key treatments), llama-bench runs with flash attention on: prompt processing (pp512) and
-generation (tg64) at each depth (tokens already in the cache; llama-bench fills them first, untimed). The types run
-back to back in one invocation of this script, so the ratios compare figures taken on the same machine, minutes
-apart. Depth 16384 is opt-in (--depths 0,4096,16384): filling it takes minutes per type for the slow ones.
+For each cache type (K and V the same) or configuration (K/V pairs, key treatments), llama-bench runs with flash
+attention on: prompt processing (pp512) and generation (tg64) at each depth (tokens already in the cache; llama-bench
+fills them first, untimed). The types run back to back in one invocation of this script, so the ratios compare
+figures taken on the same machine, minutes apart. Depth 16384 is opt-in (--depths 0,4096,16384): filling it takes minutes per type for the slow ones.
 
   llama-polar bench                                   # SmolLM2-135M, all types, depths 0 and 4096
   llama-polar bench --types f16,q4_0,pq46 --reps 5 --json build/bench.json
@@ -38,9 +38,9 @@ def main(argv=None, prog=None) -> int:
     args = ap.parse_args(argv)
 
     try:
-        types = [t.strip() for t in args.types.split(",") if t.strip()]
-        for t in types:
-            cache_config.parse(t).env(args.centers)
+        configs = cache_config.parse_list(args.types)
+        for c in configs:
+            c.env(args.centers)   # a +calib configuration without --centers is an error now, not after the others
         depths = [int(d) for d in args.depths.split(",") if d.strip()]
     except ValueError as e:
         ap.error(str(e))
@@ -49,7 +49,7 @@ def main(argv=None, prog=None) -> int:
     model = models.resolve(args.model)
 
     records = []
-    with tqdm(types, desc="llama-bench", unit="type") as bar:
+    with tqdm([c.spec for c in configs], desc="llama-bench", unit="type") as bar:
         for t in bar:
             bar.set_postfix_str(t)
             records += bench.run_llama_bench(model, t, depths, args.prompt, args.gen, args.reps, args.threads,

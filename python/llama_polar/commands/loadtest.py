@@ -44,7 +44,7 @@ def main(argv=None, prog=None) -> int:
     args = ap.parse_args(argv)
 
     try:
-        configs = [cache_config.parse(c) for c in args.configs.split(",") if c.strip()]
+        configs = cache_config.parse_list(args.configs)
         envs = [c.env(args.centers) for c in configs]
     except ValueError as e:
         ap.error(str(e))

@@ -45,7 +45,7 @@ def main(argv=None, prog=None) -> int:
     try:
         types = parse_types(args.types, CACHE_TYPES, "cache type")
         depths = [int(d) for d in args.depths.split(",") if d.strip()]
-        configs = [cache_config.parse(c) for c in args.configs.split(",") if c.strip()]
+        configs = cache_config.parse_list(args.configs)
     except ValueError as e:
         ap.error(str(e))
     if "f16" not in types:
