@@ -4,7 +4,9 @@ logits and gives the PPL, and KL-divergence runs of a cache type against those l
     ppl_f16 = base_logits(model, text, 4, "f16.kld")
     r = kl_divergence(model, text, 4, "f16.kld", "pq46")      # r.ppl, r.kld (mean KLD), r.same_top (%)
 
-A failed run raises RuntimeError with the tail of the tool's log.
+A failed run raises RuntimeError with the tail of the tool's log. The figures are read by parse_divergence, which
+takes every number printf prints: a mean KLD of -0.000001 (an f16 cache against f16 logits rounds either way), and
+nan or inf (a run whose logits overflowed) come back as floats, for the caller to report.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ class Divergence:
     ppl: float          # perplexity with the cache type
     kld: float          # mean KL divergence of the token distributions from the f16 cache's
     same_top: float     # % of tokens whose most likely next token is the f16 cache's
+    kld_p99: float      # 99th percentile of the per-token KLD
+    kld_p999: float     # 99.9th percentile: the tail a mean hides
 
 
 def _run(model, text, chunks: int, base, extra: list[str], threads: int, timeout: float | None,
@@ -35,18 +39,30 @@ def _run(model, text, chunks: int, base, extra: list[str], threads: int, timeout
     return out.stdout + out.stderr
 
 
-def _number(pattern: str, log: str) -> float:
-    m = re.search(pattern, log)
+# a number as C's printf writes it: a sign, digits, a fraction, an exponent, or nan/inf (glibc: "-nan", "inf")
+NUMBER = r"([-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf(?:inity)?))"
+
+
+def _number(label: str, log: str) -> float:
+    """The number after `label` (a regular expression) in the log."""
+    m = re.search(label + r"\s*" + NUMBER, log, re.IGNORECASE)
     if not m:
-        raise RuntimeError(f"llama-perplexity printed no {pattern!r}:\n{log[-2000:]}")
+        raise RuntimeError(f"llama-perplexity printed no {label!r}:\n{log[-2000:]}")
     return float(m.group(1))
+
+
+def parse_divergence(log: str) -> Divergence:
+    """The figures of a --kl-divergence run's log."""
+    return Divergence(ppl=_number(r"Mean PPL\(Q\)\s+:", log), kld=_number(r"Mean\s+KLD:", log),
+                      same_top=_number(r"Same top p:", log), kld_p99=_number(r"99\.0%\s+KLD:", log),
+                      kld_p999=_number(r"99\.9%\s+KLD:", log))
 
 
 def base_logits(model, text, chunks: int, base: Path | str, *, cache: str = "f16", threads: int = 2,
                 timeout: float | None = None, env: dict | None = None) -> float:
     """Runs the f16 (or `cache`) cache, writes its logits to `base`; returns its PPL. env: extra environment."""
     log = _run(model, text, chunks, base, ["-ctk", cache, "-ctv", cache], threads, timeout, env)
-    return _number(r"Final estimate: PPL = ([\d.]+)", log)
+    return _number(r"Final estimate: PPL =", log)
 
 
 def kl_divergence(model, text, chunks: int, base: Path | str, type_k: str, type_v: str | None = None, *,
@@ -55,5 +71,4 @@ def kl_divergence(model, text, chunks: int, base: Path | str, type_k: str, type_
     env: extra environment for the run (e.g. {"LLAMA_K_CENTER": "off"})."""
     log = _run(model, text, chunks, base, ["-ctk", type_k, "-ctv", type_v or type_k, "--kl-divergence"], threads,
                timeout, env)
-    return Divergence(ppl=_number(r"Mean PPL\(Q\)\s+:\s+([\d.]+)", log), kld=_number(r"Mean\s+KLD:\s+([\d.]+)", log),
-                      same_top=_number(r"Same top p:\s+([\d.]+)", log))
+    return parse_divergence(log)
