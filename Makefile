@@ -2,6 +2,7 @@
 #   make demo        build what is missing, get the model, run it with a polar KV cache
 #   make test        build what is missing and run the whole test suite (what CI runs); anything missing fails
 #   make test-quick  the tests that need neither llama.cpp nor the model (codec, generator, C library): seconds
+#   make patches-edit / patches-export   the patch series as git commits in llama.cpp-edit/, and back (patches/README.md)
 #   LLAMA_CMAKE_FLAGS="..." adds CMake options to the first configure (e.g. -DGGML_METAL=ON on a Mac)
 PYTHON    ?= python3
 VENV      := .venv
@@ -13,7 +14,7 @@ BUILD     := build
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-completion llama-quantize test-quantize-fns test-backend-ops ggml-rpc-server
 
-.PHONY: all venv source native llama model text codebooks check-codebooks metal-check test test-quick demo clean
+.PHONY: all venv source native llama model text patches-edit patches-export patches-check codebooks check-codebooks metal-check test test-quick demo clean
 
 all: llama
 
@@ -32,6 +33,17 @@ $(VENV)/.ready: requirements-dev.txt pyproject.toml
 # llama.cpp 0c1e570 from the llama-cpp-python sdist, with patches/ applied (cheap when up to date).
 source:
 	$(BOOTSTRAP) scripts/prepare_llama_cpp.py
+
+# The series as commits on the untouched llama.cpp (llama.cpp-edit/, tag `base`); edit with git, then export.
+patches-edit:
+	$(BOOTSTRAP) scripts/patches.py edit
+
+patches-export:
+	$(BOOTSTRAP) scripts/patches.py export
+
+# fails if a patch changes a line that an earlier patch added
+patches-check:
+	$(BOOTSTRAP) scripts/patches.py check
 
 $(BUILD)/CMakeCache.txt: | source
 	cmake -S . -B $(BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Release -DGGML_POLAR_WERROR=ON $(LLAMA_CMAKE_FLAGS)

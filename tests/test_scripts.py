@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_prepare_refuses_a_patch_that_does_not_apply(tmp_path):
     patches = tmp_path / "patches"
     patches.mkdir()
-    shutil.copy(ROOT / "patches" / "0001-ggml-register-polar-types.patch", patches)
+    shutil.copy(sorted((ROOT / "patches").glob("*.patch"))[0], patches / "0001-first.patch")
     (patches / "0002-broken.patch").write_text(
         "--- a/ggml/include/ggml.h\n+++ b/ggml/include/ggml.h\n@@ -1,3 +1,3 @@\n-no such line\n+replacement\n context\n")
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_llama_cpp.py"), "--patches", str(patches),
