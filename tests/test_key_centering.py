@@ -1,4 +1,4 @@
-"""Key centering (patch 0010): a polar K cache stores k - c, with c the mean of the first 64 keys a cache receives,
+"""Key centering (patch 0012): a polar K cache stores k - c, with c the mean of the first 64 keys a cache receives,
 or calibrated over a text (llama_polar.calibrate, LLAMA_K_CENTERS).
 
 Softmax is invariant to a fixed shift of every key (q.(k - c) = q.k - q.c for all keys of a query), so centering is

@@ -147,7 +147,7 @@ def test_cpu_flash_attention_polar_path_matches_the_reference(bin_dir):
 
 
 def test_cpu_flash_attention_exact_rows_match_the_reference(bin_dir):
-    """Exact rows (ggml_flash_attn_ext_set_exact_rows, the sink rows of patch 0012) on every CPU path, against the
+    """Exact rows (ggml_flash_attn_ext_set_exact_rows, patch 0009, for the sink rows of patch 0012) on every CPU path, against the
     reference path: polar K and V, and a polar side with f16 or q8_0 on the other (decode and small batches: the polar
     path; 75 queries: tiled), and f16 (the reference path itself), with and without exact V rows, an unused slot and
     a cell past the cache."""

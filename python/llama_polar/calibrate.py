@@ -1,4 +1,4 @@
-"""Key centers for a polar K cache, calibrated over a text: llama.cpp's LLAMA_K_CENTERS (patch 0010).
+"""Key centers for a polar K cache, calibrated over a text: llama.cpp's LLAMA_K_CENTERS (patch 0012).
 
 The center of a (layer, KV head) is its mean key after RoPE, in the model's basis (llama.cpp rotates it into the
 cache's), over the positions >= 1 of n_ctx-token chunks of a text, from llama_polar.simulate's NumPy forward pass.
