@@ -34,7 +34,9 @@ def test_centering_is_exact_with_an_f32_cache(f32_model, text_path, f32_base):
 def test_f16_cache_centered_differs_only_by_f16_rounding(f32_model, text_path, f32_base):
     plain = perplexity.kl_divergence(f32_model, text_path, CHUNKS, f32_base, "f16", timeout=900, env=OFF)
     centered = perplexity.kl_divergence(f32_model, text_path, CHUNKS, f32_base, "f16", timeout=900, env=ON)
-    assert plain.kld > 0 and centered.kld <= 2 * plain.kld + 1e-6, (plain, centered)
+    # the mean of a near-zero KLD prints as +-0.000000 or -0.000001 by CPU: its tail is what f16 rounding shows
+    assert plain.kld_p999 > 0, plain
+    assert abs(centered.kld) <= 2 * abs(plain.kld) + 1e-6 and centered.kld_p999 <= 2 * plain.kld_p999, (plain, centered)
 
 
 @pytest.fixture(scope="session")
