@@ -39,3 +39,10 @@ def test_a_nan_mean_is_read_as_nan(printed):
 def test_a_missing_figure_names_what_is_missing():
     with pytest.raises(RuntimeError, match=r"printed no 'Mean.*KLD:'"):
         perplexity.parse_divergence(REAL.replace(MEAN_KLD, "Mean    KLD:  garbage"))
+
+
+def test_the_kv_buffer_is_read_from_llama_cpps_lines():
+    lines = (Path(__file__).parent / "data" / "kv-lines-pq46.txt").read_text()
+    assert perplexity.kv_buffer_mib(lines) == 13.14          # the buffer, sink rows and centers in it
+    assert perplexity.kv_buffer_mib(lines + lines) == 26.28  # two caches (sliding-window layers): both count
+    assert perplexity.kv_buffer_mib("no cache lines") == 0

@@ -1,5 +1,5 @@
-"""llama-perplexity on `chunks` x 512 tokens of a text, flash attention on: the f16 base run, which writes the base
-logits and gives the PPL, and KL-divergence runs of a cache type against those logits.
+"""llama-perplexity on `chunks` x `ctx` tokens of a text (512 unless asked), flash attention on: the f16 base run,
+which writes the base logits and gives the PPL, and KL-divergence runs of a cache type against those logits.
 
     ppl_f16 = base_logits(model, text, 4, "f16.kld")
     r = kl_divergence(model, text, 4, "f16.kld", "pq46")      # r.ppl, r.kld (mean KLD), r.same_top (%)
@@ -26,12 +26,23 @@ class Divergence:
     same_top: float     # % of tokens whose most likely next token is the f16 cache's
     kld_p99: float      # 99th percentile of the per-token KLD
     kld_p999: float     # 99.9th percentile: the tail a mean hides
+    kv_mib: float       # the KV cache's buffers as llama.cpp allocated them (exact rows and centers included)
+
+
+@dataclass(frozen=True)
+class BaseRun:
+    ppl: float          # perplexity with the base cache
+    kv_mib: float       # its KV buffers, the 16 bits/value every other cache's bits are relative to
 
 
 def _run(model, text, chunks: int, base, extra: list[str], threads: int, timeout: float | None,
-         env: dict | None = None) -> str:
-    cmd = [str(tool("llama-perplexity")), "-m", str(model), "-f", str(text), "-c", "512", "--chunks", str(chunks),
-           "-fa", "on", "-t", str(threads), "--kl-divergence-base", str(base), *extra]
+         env: dict | None = None, ctx: int = 512) -> str:
+    # llama-perplexity's default batch of 2048 tokens: a longer chunk goes through in batches of 2048, shorter ones
+    # several at a time (2048 / ctx sequences)
+    # -lv 4: llama.cpp's own info lines, among them the KV buffer sizes
+    cmd = [str(tool("llama-perplexity")), "-m", str(model), "-f", str(text), "-c", str(ctx), "-b", "2048",
+           "--chunks", str(chunks), "-fa", "on", "-t", str(threads), "-lv", "4", "--kl-divergence-base", str(base),
+           *extra]
     out = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout,
                          env=dict(os.environ, **env) if env else None)
     if out.returncode != 0:
@@ -51,24 +62,37 @@ def _number(label: str, log: str) -> float:
     return float(m.group(1))
 
 
+def kv_buffer_mib(log: str) -> float:
+    """The KV cache's buffers in MiB: the sum of llama.cpp's "KV buffer size" lines (a model with sliding-window
+    layers has two caches, a split model one buffer per device); 0 where the log has none."""
+    return sum(float(m) for m in re.findall(r"KV buffer size =\s*" + NUMBER + r" MiB", log))
+
+
 def parse_divergence(log: str) -> Divergence:
     """The figures of a --kl-divergence run's log."""
     return Divergence(ppl=_number(r"Mean PPL\(Q\)\s+:", log), kld=_number(r"Mean\s+KLD:", log),
                       same_top=_number(r"Same top p:", log), kld_p99=_number(r"99\.0%\s+KLD:", log),
-                      kld_p999=_number(r"99\.9%\s+KLD:", log))
+                      kld_p999=_number(r"99\.9%\s+KLD:", log), kv_mib=kv_buffer_mib(log))
 
 
-def base_logits(model, text, chunks: int, base: Path | str, *, cache: str = "f16", threads: int = 2,
-                timeout: float | None = None, env: dict | None = None) -> float:
-    """Runs the f16 (or `cache`) cache, writes its logits to `base`; returns its PPL. env: extra environment."""
-    log = _run(model, text, chunks, base, ["-ctk", cache, "-ctv", cache], threads, timeout, env)
-    return _number(r"Final estimate: PPL =", log)
+def base_run(model, text, chunks: int, base: Path | str, *, cache: str = "f16", threads: int = 2,
+             timeout: float | None = None, env: dict | None = None, ctx: int = 512) -> BaseRun:
+    """Runs the f16 (or `cache`) cache over chunks of ctx tokens and writes its logits to `base`. env: extra
+    environment."""
+    log = _run(model, text, chunks, base, ["-ctk", cache, "-ctv", cache], threads, timeout, env, ctx)
+    return BaseRun(ppl=_number(r"Final estimate: PPL =", log), kv_mib=kv_buffer_mib(log))
+
+
+def base_logits(model, text, chunks: int, base: Path | str, **kwargs) -> float:
+    """base_run's PPL."""
+    return base_run(model, text, chunks, base, **kwargs).ppl
 
 
 def kl_divergence(model, text, chunks: int, base: Path | str, type_k: str, type_v: str | None = None, *,
-                  threads: int = 2, timeout: float | None = None, env: dict | None = None) -> Divergence:
-    """Runs a type_k/type_v cache (type_v defaults to type_k) against the base logits of the same text and chunks.
-    env: extra environment for the run (e.g. {"LLAMA_K_CENTER": "off"})."""
+                  threads: int = 2, timeout: float | None = None, env: dict | None = None,
+                  ctx: int = 512) -> Divergence:
+    """Runs a type_k/type_v cache (type_v defaults to type_k) against the base logits of the same text, chunks and
+    ctx. env: extra environment for the run (e.g. {"LLAMA_K_CENTER": "off"})."""
     log = _run(model, text, chunks, base, ["-ctk", type_k, "-ctv", type_v or type_k, "--kl-divergence"], threads,
-               timeout, env)
+               timeout, env, ctx)
     return parse_divergence(log)
