@@ -127,6 +127,10 @@ class CacheConfig:
     center: None; "calib" (subtract the centers passed to the forward pass); "online" (subtract the mean of the
         sequence's keys online_from .. online_keys - 1, frozen). Centers live in the cache's basis (after RoPE and
         rotation).
+    center_band: keep the center only in the RoPE pairs that turn at most this many radians over the chunk (a fixed
+        center fits keys at every position only where RoPE barely turns it); None keeps every pair.
+    center_per_position: the online center is taken before RoPE and subtracted as RoPE turns it at each key's
+        position, then added back when the key is read (exact without softmax's shift invariance).
     sink_k, sink_v: the first n tokens' K (V) kept in f16 beside the quantized cache.
     rotate: llama.cpp's attn_rot for quantized types (False: as with LLAMA_ATTN_ROT_DISABLE=1).
     round_q: Q converted to the K type's vec_dot type (q8_0 for upstream quantized K), as the CPU FA kernel does.
@@ -136,6 +140,8 @@ class CacheConfig:
     center: str | None = None
     online_keys: int = 64
     online_from: int = 0
+    center_band: float | None = None
+    center_per_position: bool = False
     sink_k: int = 0
     sink_v: int = 0
     rotate: bool = True
@@ -170,8 +176,10 @@ class CacheConfig:
 
 
 def parse_cache_spec(spec: str) -> CacheConfig:
-    """K[/V] then +modifiers: calib, onlineN (mean of keys 0..N-1), onlineNfromM (keys M..N-1), sinkN (K), sinkkvN
-    (K and V), norot, noqround; e.g. pq46/pq32+online64from1+sinkkv1. The spec is the config's label."""
+    """K[/V] then +modifiers: calib, onlineN (mean of keys 0..N-1), onlineNfromM (keys M..N-1), bandX (the center
+    only in RoPE pairs turning at most X rad over the chunk), perpos (the online center taken before RoPE, applied per
+    position), sinkN (K), sinkkvN (K and V), norot, noqround; e.g. pq46/pq32+online64from1+sinkkv1. The spec is the
+    config's label."""
     types, *mods = spec.split("+")
     type_k, _, type_v = types.partition("/")
     kw: dict = {"type_k": type_k, "type_v": type_v or type_k}
@@ -183,6 +191,10 @@ def parse_cache_spec(spec: str) -> CacheConfig:
         elif (g := re.fullmatch(r"sink(kv)?(\d+)", m)):
             kw["sink_k"] = int(g[2])
             kw["sink_v"] = int(g[2]) if g[1] else 0
+        elif (g := re.fullmatch(r"band([\d.]+)", m)):
+            kw["center_band"] = float(g[1])
+        elif m == "perpos":
+            kw["center_per_position"] = True
         elif m == "norot":
             kw["rotate"] = False
         elif m == "noqround":
@@ -367,6 +379,15 @@ class Model:
             logits = np.tanh(logits / F32(hp.softcap)) * F32(hp.softcap)
         return logits
 
+    def positional_center(self, il: int, k, cache: CacheConfig, rot_k) -> np.ndarray:
+        """(T, n_kv, d) R(pos) c in the cache basis, c the online mean of the keys before RoPE."""
+        hp, pos = self.hp, np.arange(len(k))
+        raw = rotate(k, rot_k) if rot_k else k                                  # the Hadamard is an involution
+        pre = rope(raw, -pos, hp.rope_base[il], hp.rope_neox)                   # undo RoPE
+        c = online_center(pre[cache.online_from:], cache.online_keys - cache.online_from)
+        off = rope(np.broadcast_to(c, k.shape).copy(), pos, hp.rope_base[il], hp.rope_neox)
+        return rotate(off, rot_k) if rot_k else off
+
     def attention(self, il: int, q, k, v, cache: CacheConfig, center: np.ndarray | None) -> np.ndarray:
         """Attention of layer il through the simulated cache; output (T, n_head, head_dim) in the model's basis."""
         rot_k = self.rot_k if cache.rotate and is_quantized(cache.type_k) else None
@@ -375,8 +396,17 @@ class Model:
             q, k = rotate(q, rot_k), rotate(k, rot_k)
         if rot_v:
             v = rotate(v, rot_v)
-        k = center_keys(k, cache, center if center is None or not rot_k else rotate(center.astype(F32), rot_k))
-        kc = cached_rows(k, cache.type_k, cache.sink_k)
+        if cache.center_per_position:
+            offset = self.positional_center(il, k, cache, rot_k)
+            kc = cached_rows(k - offset, cache.type_k, cache.sink_k) + offset
+        else:
+            band = None
+            if cache.center_band is not None:
+                mask = rope_band(self.hp.head_dim, self.hp.rope_base[il], self.hp.rope_neox, len(k), cache.center_band)
+                band = (lambda c: rotate(rotate(c, rot_k) * mask, rot_k)) if rot_k else (lambda c: c * mask)
+            k = center_keys(k, cache, center if center is None or not rot_k else rotate(center.astype(F32), rot_k),
+                            band)
+            kc = cached_rows(k, cache.type_k, cache.sink_k)
         vc = cached_rows(v, cache.type_v, cache.sink_v)
         if cache.round_q:
             q = fake_quant(q, q_dot_type(cache.type_k))
@@ -384,15 +414,24 @@ class Model:
         return rotate(out, rot_v) if rot_v else out
 
 
-def center_keys(k: np.ndarray, cache: CacheConfig, center: np.ndarray | None) -> np.ndarray:
-    """Keys (T, n_kv, d) in the cache basis minus the configured fixed center (exact for softmax)."""
+def center_keys(k: np.ndarray, cache: CacheConfig, center: np.ndarray | None, band=None) -> np.ndarray:
+    """Keys (T, n_kv, d) in the cache basis minus the configured fixed center (exact for softmax); band(c) maps the
+    center first (rope_band)."""
     if cache.center is None:
         return k
     if cache.center == "online":
         center = online_center(k[cache.online_from:], cache.online_keys - cache.online_from)
     elif center is None:
         raise ValueError("center='calib' needs centers (see key_means)")
+    if band is not None:
+        center = band(center)
     return k - center.astype(F32)
+
+
+def rope_band(d: int, base: float, neox: bool, n_ctx: int, max_turn: float) -> np.ndarray:
+    """(d,) 1 on the dimensions of the RoPE pairs that turn at most max_turn radians over n_ctx positions, else 0."""
+    slow = n_ctx * base ** (-np.arange(0, d, 2) / d) <= max_turn
+    return (np.concatenate([slow, slow]) if neox else np.repeat(slow, 2)).astype(F32)
 
 
 def online_center(k: np.ndarray, n: int) -> np.ndarray:
