@@ -184,9 +184,10 @@ async def drive(url: str, clients: int, duration: float, requests: list[dict]) -
 
 
 async def drive_sampling_rss(server: "Server", clients: int, duration: float, requests: list[dict],
-                             every: float = 10.0) -> dict:
+                             every: float = 10.0, steady_after: float = 60.0) -> dict:
     """drive() with the server's RSS sampled every `every` seconds: rss_samples [(seconds, MiB)], and rss_1min, the
-    RSS a minute into the load (the last sample of a shorter run), from which a steady state must not grow."""
+    first sample `steady_after` seconds into the load (the last sample of a shorter run), the steady state the load
+    must not grow from."""
     samples: list[tuple[float, float]] = []
 
     async def sample():
@@ -200,7 +201,7 @@ async def drive_sampling_rss(server: "Server", clients: int, duration: float, re
         stats = await drive(server.url, clients, duration, requests)
     finally:
         sampler.cancel()
-    later = [mib for t, mib in samples if t >= 60.0]
+    later = [mib for t, mib in samples if t >= steady_after]
     return {**stats, "rss_samples": samples, "rss_1min": later[0] if later else samples[-1][1]}
 
 
@@ -242,7 +243,9 @@ async def _one(url: str, body: dict) -> Result:
 async def bad_requests(url: str, slot_ctx: int, text: str) -> dict[str, tuple[int, str]]:
     """Requests a server must refuse or survive, sent while others are served: malformed JSON, a prompt past a
     slot's context, a prompt of the wrong type, and a client that drops a stream after its first tokens. For each:
-    (HTTP status, the start of the error message); the dropped stream reports (200, "dropped")."""
+    (HTTP status, the start of the error message); the dropped stream: (HTTP status, "slot freed" or "slot still
+    busy"), as the server's own /slots says within DROP_GRACE seconds of the drop (its request asks for far more
+    tokens than that time allows, so only a server that notices the drop frees the slot)."""
     import aiohttp
     out = {}
     n_long = 4 * slot_ctx * CHARS_PER_TOKEN   # characters: about four slots' worth of tokens
@@ -259,13 +262,36 @@ async def bad_requests(url: str, slot_ctx: int, text: str) -> dict[str, tuple[in
                 except (ValueError, KeyError, TypeError):
                     message = body
                 out[name] = (r.status, message[:160])
-        async with session.post(f"{url}/completion", json={"prompt": text[:400], "n_predict": 256, "stream": True,
-                                                           "ignore_eos": True}) as r:
+        slot = 0      # pinned, so that /slots tells which slot the stream holds
+        async with session.post(f"{url}/completion", json={"prompt": text[:400], "n_predict": 100000,
+                                                           "stream": True, "ignore_eos": True, "id_slot": slot}) as r:
             seen = 0
             async for raw in r.content:
                 seen += raw.startswith(b"data: ")
                 if seen >= 3:
                     break
+            task = await _slot_task(session, url, slot)
             r.close()   # drops the connection mid-stream
-            out["dropped stream"] = (r.status, "dropped")
+            freed = await _slot_freed(session, url, slot, task, DROP_GRACE)
+            out["dropped stream"] = (r.status, "slot freed" if freed else "slot still busy")
     return out
+
+
+DROP_GRACE = 10.0   # seconds a server has to free the slot of a dropped stream
+
+
+async def _slot_task(session, url: str, slot: int) -> int | None:
+    """The task slot `slot` is processing, from the server's /slots, or None if it is idle."""
+    async with session.get(f"{url}/slots") as r:
+        state = next(s for s in await r.json() if s["id"] == slot)
+    return state.get("id_task") if state["is_processing"] else None
+
+
+async def _slot_freed(session, url: str, slot: int, task: int | None, grace: float) -> bool:
+    """Whether slot `slot` stops processing `task` within `grace` seconds (idle, or on another task)."""
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if await _slot_task(session, url, slot) != task:
+            return True
+        await asyncio.sleep(0.2)
+    return False
