@@ -4,7 +4,9 @@
 //   dot products:   |simd - ref| <= 2^-22 * sum |k_i q_i| over the row (float32 sums of up to 256 terms, in
 //                   another order and with fused multiply-adds), and the same non-finite results;
 //   encoded blocks: byte for byte the reference's.
-// Prints "<isa> <lanes>: N failures" and exits non-zero on any failure.
+// Prints "<isa> <lanes>: N failures" and exits non-zero on any failure. Every buffer a codec function reads or writes
+// is allocated with exactly the bytes it is given (exact()), so that a build with AddressSanitizer catches an access
+// one byte past them.
 #include "ggml-polar-cpu.h"
 #include "ggml-polar.h"
 
@@ -21,6 +23,15 @@ static uint32_t rng_u32(void) {
     rng_state ^= rng_state >> 7;
     rng_state ^= rng_state << 17;
     return (uint32_t) (rng_state >> 16);
+}
+
+// n bytes on the heap and not one more (ASan's redzone starts right after them)
+static void * exact(size_t n) {
+    void * p = malloc(n ? n : 1);
+    if (!p) {
+        abort();
+    }
+    return p;
 }
 
 static float rng_normal(void) {
@@ -43,18 +54,21 @@ static int same_value(float a, float b) {
 // the rows split into two chunks merged as flash-attention partials. Bound: 4e-5 absolute (v is O(1)).
 static int check_attention(void) {
     enum { ROWS = 83, NQ = 3, DK = 128, DV = 128 };
-    static float   kv[ROWS * DK];
-    static uint8_t kq[ROWS * 4 * 64], vq[ROWS * 4 * 64];
-    static float   kref[ROWS * DK], vref[ROWS * DV];
-    static float   scratch[NQ * DV * GGML_POLAR_CPU_MAX_LANES + DK + DV];
-    float          q[NQ * DK], slope[NQ] = { 1.0f, 0.5f, 0.25f };
-    uint16_t       mask[NQ * ROWS];
+    float *        kv      = exact(sizeof(float) * ROWS * DK);
+    float *        kref    = exact(sizeof(float) * ROWS * DK);
+    float *        vref    = exact(sizeof(float) * ROWS * DV);
+    float *        scratch = exact(sizeof(float) * ggml_polar_cpu_attn_kernel_scratch(NQ, DK, DV));
+    float *        q       = exact(sizeof(float) * NQ * DK);
+    uint16_t *     mask    = exact(sizeof(uint16_t) * NQ * ROWS);
+    float          slope[NQ] = { 1.0f, 0.5f, 0.25f };
     int            failures = 0;
 
     for (int ti = 0; ti < ggml_polar_type_count(); ++ti) {
         const struct ggml_polar_type_info * info = ggml_polar_get_type_info(ti);
         const struct ggml_polar_cpu_type *  t    = ggml_polar_cpu_type_get((enum ggml_polar_type) ti);
         const size_t                        row  = (DK / 64) * info->type_size;
+        uint8_t *                           kq   = exact(ROWS * row);
+        uint8_t *                           vq   = exact(ROWS * row);
         for (int softcap = 0; softcap < 2; ++softcap) {
             for (int i = 0; i < ROWS * DK; ++i) kv[i] = rng_normal();
             info->from_float_ref(kv, kq, ROWS * DK);
@@ -109,7 +123,10 @@ static int check_attention(void) {
                 }
             }
         }
+        free(kq);
+        free(vq);
     }
+    free(kv); free(kref); free(vref); free(scratch); free(q); free(mask);
     return failures;
 }
 
@@ -118,7 +135,6 @@ static int check_attention(void) {
 static int check_tiles(const struct ggml_polar_cpu_type * t, const char * name, const uint8_t * blocks,
                        size_t row_bytes, int rows, int nblk, const float * ref) {
     enum { PAD = 3 };
-    static float y[64 * 4 * (64 + PAD)];
     const float  unset = -12345.0f;
     const int    dim   = nblk * 64;
     int          failures = 0;
@@ -126,6 +142,7 @@ static int check_tiles(const struct ggml_polar_cpu_type * t, const char * name, 
         const int    outer  = transposed ? dim : rows;   // rows of the output
         const int    inner  = transposed ? rows : dim;   // values written per output row
         const size_t stride = (size_t) inner + PAD;
+        float *      y      = exact(sizeof(float) * outer * stride);
         for (size_t i = 0; i < (size_t) outer * stride; ++i) {
             y[i] = unset;
         }
@@ -148,6 +165,7 @@ static int check_tiles(const struct ggml_polar_cpu_type * t, const char * name, 
                 }
             }
         }
+        free(y);
     }
     return failures;
 }
@@ -163,14 +181,16 @@ static float ref_fp16(uint16_t h) {
 // bit-identical to ggml's conversions (f16 -> f32; q8_0: int8 * fp16 scale, blocks of 34 bytes for 32 values).
 static int check_partners(void) {
     enum { ROWS = 37, NBLK = 3, DIM = NBLK * 64 };
-    static uint8_t bytes[ROWS * NBLK * 128];
-    static float   ref[ROWS * DIM], got[ROWS * DIM], tile[64 * GGML_POLAR_CPU_MAX_LANES];
     const int      lanes    = ggml_polar_cpu_lanes();
+    float *        ref      = exact(sizeof(float) * ROWS * DIM);
+    float *        got      = exact(sizeof(float) * ROWS * DIM);
+    float *        tile     = exact(sizeof(float) * 64 * lanes);
     int            failures = 0;
     for (int which = 0; which < 2; ++which) {
         const struct ggml_polar_cpu_type * t    = which ? ggml_polar_cpu_partner_q8_0() : ggml_polar_cpu_partner_f16();
         const char *                       name = which ? "q8_0 partner" : "f16 partner";
         const size_t                       row  = which ? NBLK * 2 * 34 : NBLK * 128;
+        uint8_t *                          bytes = exact(ROWS * row);
         for (size_t i = 0; i < ROWS * row; ++i) {
             bytes[i] = (uint8_t) rng_u32();
         }
@@ -205,7 +225,9 @@ static int check_partners(void) {
                 break;
             }
         }
+        free(bytes);
     }
+    free(ref); free(got); free(tile);
     return failures;
 }
 
@@ -214,14 +236,16 @@ static int check_partners(void) {
 // codebook's centroids) encoded again.
 static int check_encoder(void) {
     enum { BLOCKS = 97 };
-    static float   x[BLOCKS * 64], decoded[BLOCKS * 64];
-    static uint8_t want[BLOCKS * 64], got[BLOCKS * 64];
+    float *        x       = exact(sizeof(float) * BLOCKS * 64);
+    float *        decoded = exact(sizeof(float) * BLOCKS * 64);
     static const float scales[] = { 1.0f, 3e4f, 1e-7f, 1e-39f, 1e36f, 0.0f };
     static const float specials[] = { NAN, INFINITY, -INFINITY, 0.0f, -0.0f, FLT_MAX, -FLT_MAX, 1e-45f };
     int failures = 0;
     for (int ti = 0; ti < ggml_polar_type_count(); ++ti) {
         const struct ggml_polar_type_info * info = ggml_polar_get_type_info(ti);
         const struct ggml_polar_cpu_type *  t    = ggml_polar_cpu_type_get((enum ggml_polar_type) ti);
+        uint8_t *                           want = exact((size_t) BLOCKS * info->type_size);
+        uint8_t *                           got  = exact((size_t) BLOCKS * info->type_size);
         for (int trial = 0; trial < 4; ++trial) {
             for (int i = 0; i < BLOCKS * 64; ++i) {
                 const float scale = scales[(i / 64 + trial) % (sizeof(scales) / sizeof(scales[0]))];
@@ -233,10 +257,10 @@ static int check_encoder(void) {
             if (trial == 3) { // re-encode decoded values
                 info->from_float_ref(x, want, BLOCKS * 64);
                 info->to_float(want, decoded, BLOCKS * 64);
-                memcpy(x, decoded, sizeof(x));
+                memcpy(x, decoded, sizeof(float) * BLOCKS * 64);
             }
             info->from_float_ref(x, want, BLOCKS * 64);
-            memset(got, 0xa5, sizeof(got));
+            memset(got, 0xa5, (size_t) BLOCKS * info->type_size);
             for (int b0 = 0; b0 < BLOCKS; b0 += 1 + trial) { // rows of 1 to 4 blocks
                 const int nb = BLOCKS - b0 < 1 + trial ? BLOCKS - b0 : 1 + trial;
                 ggml_polar_cpu_quantize_row(t, x + b0 * 64, got + b0 * info->type_size, nb * 64);
@@ -249,20 +273,19 @@ static int check_encoder(void) {
                 }
             }
         }
+        free(want);
+        free(got);
     }
+    free(x);
+    free(decoded);
     return failures;
 }
 
 int main(void) {
     enum { ROWS = 37, MAX_BLK = 4 };    // 37 rows: full lane groups and a partial one on every ISA
-    static float   values[ROWS * MAX_BLK * 64];
-    static uint8_t blocks[ROWS * MAX_BLK * 64];
-    static float   ref[ROWS * MAX_BLK * 64];
-    static float   got[ROWS * MAX_BLK * 64];
-    static float   tile[64 * GGML_POLAR_CPU_MAX_LANES];
-    float          q[MAX_BLK * 64];
     int            failures = 0;
     const int      lanes    = ggml_polar_cpu_lanes();
+    float *        tile     = exact(sizeof(float) * 64 * lanes);
 
     for (int ti = 0; ti < ggml_polar_type_count(); ++ti) {
         const struct ggml_polar_type_info * info = ggml_polar_get_type_info(ti);
@@ -274,8 +297,13 @@ int main(void) {
             continue;
         }
         for (int trial = 0; trial < 3; ++trial) {
-            const int nblk = 1 + trial % MAX_BLK;           // head sizes 64, 128, 192
-            const int n    = ROWS * nblk * 64;
+            const int nblk   = 1 + trial % MAX_BLK;         // head sizes 64, 128, 192
+            const int n      = ROWS * nblk * 64;
+            float *   values = exact(sizeof(float) * n);
+            uint8_t * blocks = exact((size_t) n / 64 * ts);
+            float *   ref    = exact(sizeof(float) * n);
+            float *   got    = exact(sizeof(float) * n);
+            float *   q      = exact(sizeof(float) * nblk * 64);
             if (trial < 2) { // encoded Gaussian rows, some scaled far up and down, plus special values
                 for (int i = 0; i < n; ++i) {
                     const float scale = (i / 64) % 7 == 3 ? 3e4f : ((i / 64) % 7 == 5 ? 1e-7f : 1.0f);
@@ -345,8 +373,10 @@ int main(void) {
                     ++failures;
                 }
             }
+            free(values); free(blocks); free(ref); free(got); free(q);
         }
     }
+    free(tile);
     failures += check_attention();
     failures += check_partners();
     failures += check_encoder();
