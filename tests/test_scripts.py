@@ -80,22 +80,29 @@ def test_bench_script_rejects_unknown_types(types, message):
 
 def test_report_writes_tables_and_plots(bin_dir, model_path, tmp_path):
     out = tmp_path / "report"
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--chunks", "1", "--types",
-                             "f16,q4_0,pq46,pq37", "--configs", "q4_0+center+sink1,pq46/pq37+plain", "--depths", "0",
-                             "--reps", "1", "--out", str(out)], capture_output=True, text=True, timeout=1200)
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--ctx", "1024", "--chunks", "1",
+                             "--short-chunks", "1", "--types", "f16,q4_0,pq46,pq37", "--configs",
+                             "q4_0+center+sink1,pq46/pq37+plain", "--depths", "0", "--reps", "1", "--out", str(out)],
+                            capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     md = (out / "report.md").read_text()
-    assert re.search(r"^\| pq46 \| 4\.625 \| [\d.]+ \| [\d.]+x \| [\d.]+ \| [\d.]+% \|$", md, flags=re.M), md
-    # a configuration's bits count its sink rows (one K and one V row in 512 positions); plain has none
-    assert re.search(r"^\| q4_0\+center\+sink1 \| 4\.522 \| [\d.]+ \| [\d.]+x \|", md, flags=re.M), md
-    assert re.search(r"^\| pq46/pq37\+plain \| 4\.188 \| ", md, flags=re.M), md
+    long, short = md.split("## Quality at 1024 tokens")[1].split("## Quality at 512 tokens")
+    row = r" \| [\d.]+ \| [\d.]+x \| [\d.]+ \| [\d.]+ \| [\d.]+% \|$"
+    # long context: bits from the KV buffers (sink rows, their scratch row and the centers make pq46 more than 4.625)
+    assert re.search(r"^\| pq46 \| 4\.6[3-9]\d" + row, long, flags=re.M), long
+    # short context: a configuration's bits count its sink rows (one K and one V row in 512 positions); plain has none
+    assert re.search(r"^\| q4_0\+center\+sink1 \| 4\.522" + row, short, flags=re.M), short
+    assert re.search(r"^\| pq46/pq37\+plain \| 4\.188" + row, short, flags=re.M), short
     assert re.search(r"^\| pq46 \| tg64 \| 0 \| [\d.]+ ± [\d.]+ \| [\d.]+x \| [\d.]+x \|$", md, flags=re.M), md
     for png in ("kld_vs_bits.png", "speed_vs_depth.png", "kv_memory.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in md
     report = json.loads((out / "report.json").read_text())
-    assert [r["type"] for r in report["quality"]] == ["f16", "q4_0", "pq46", "pq37", "q4_0+center+sink1",
-                                                      "pq46/pq37+plain"]
+    for table in ("long", "short"):
+        assert [r["type"] for r in report["quality"][table]["rows"]] == ["f16", "q4_0", "pq46", "pq37",
+                                                                         "q4_0+center+sink1", "pq46/pq37+plain"]
+    for r in report["quality"]["long"]["rows"]:   # the buffers hold what the formula counts, and a little more
+        assert r["formula_bits"] - 0.005 <= r["bits"] <= r["formula_bits"] + 0.05, r
     assert "[" in result.stderr and "done" in result.stderr    # the progress bar
 
 

