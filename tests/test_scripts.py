@@ -110,3 +110,21 @@ def test_report_requires_f16():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--types", "q4_0,pq46"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "must include f16" in result.stderr
+
+
+def test_the_readme_tables_are_the_reports():
+    """The README's quality and speed tables are generated from the report it cites (llama-polar report --readme):
+    every figure in them is the report's."""
+    from llama_polar import report
+    data = json.loads((ROOT / "docs" / "report" / "report.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert report.sync_readme(readme, report.readme_tables(data, "docs/report/report.md")) == readme
+    assert len(readme.splitlines()) <= 220
+
+
+def test_the_readme_blocks_are_replaced_whole():
+    from llama_polar import report
+    text = "a\n<!-- report:quality -->\nold\nrows\n<!-- /report:quality -->\nb\n"
+    assert report.sync_readme(text, {"quality": "new"}) == "a\n<!-- report:quality -->\nnew\n<!-- /report:quality -->\nb\n"
+    with pytest.raises(ValueError, match="no <!-- report:speed -->"):
+        report.sync_readme(text, {"speed": "x"})

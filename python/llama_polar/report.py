@@ -224,6 +224,50 @@ def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list
             "quality": quality, "speed": speed, "memory": {"context": ctxs, "mib": mem}}
 
 
+def quality_runs(report: dict) -> dict:
+    """The report's quality runs by name ("long", "short"); a report made before long-context runs (2026-12-02 and
+    earlier: one list of rows at 512 tokens) has only "short", and no 99.9th percentile."""
+    q = report["quality"]
+    if isinstance(q, dict):
+        return q
+    rows = [{"formula_bits": r["bits"], "kld_p999": float("nan"), **r} for r in q]
+    return {"short": {"ctx": SHORT_CTX, "chunks": report["chunks"], "rows": rows}}
+
+
+def readme_tables(report: dict, source: str) -> dict[str, str]:
+    """The README's tables, generated from a report (source: its path, for the line that cites it): "quality" (the
+    longest context the report measured) and "speed" (ratios at the deepest depth, and decode at depth 0 vs q4_0)."""
+    runs = quality_runs(report)
+    run = runs.get("long") or runs["short"]
+    bits = "bits" if run is runs.get("long") else "formula_bits"
+    table = [r.replace("nan", "-") for r in quality_table(run["rows"], bits)]
+    quality = [f"From [{source}]({source}) ({report['date']}, {report['model']}, {report['text']}, "
+               f"{run['chunks']} chunks of {run['ctx']} tokens):", "", *table]
+    depth = max(r["depth"] for r in report["speed"])
+    speed = {(r["type"], r["test"], r["depth"]): r for r in report["speed"]}
+    rows = [f"From the same report (llama-bench, {report['threads']} threads, {report['reps']} repetitions, ratios "
+            "within the run):", "", f"| type | pp512 @ {depth}, vs f16 | tg64 @ {depth}, vs f16 | tg64 @ 0, vs q4_0 |",
+            "|---|---:|---:|---:|"]
+    for t in report["types"]:
+        if t != "f16" and (t, "tg64", 0) in speed:
+            rows.append(f"| {t} | {format_ratio(speed[t, 'pp512', depth]['vs_f16'])} | "
+                        f"{format_ratio(speed[t, 'tg64', depth]['vs_f16'])} | "
+                        f"{format_ratio(speed[t, 'tg64', 0]['vs_q4_0'])} |")
+    return {"quality": "\n".join(quality), "speed": "\n".join(rows)}
+
+
+def sync_readme(readme: str, tables: dict[str, str]) -> str:
+    """readme with each block between `<!-- report:NAME -->` and `<!-- /report:NAME -->` replaced by tables[NAME];
+    ValueError for a block the README lacks."""
+    for name, table in tables.items():
+        begin, end = f"<!-- report:{name} -->", f"<!-- /report:{name} -->"
+        if begin not in readme or end not in readme:
+            raise ValueError(f"the README has no {begin} ... {end} block")
+        head, rest = readme.split(begin, 1)
+        readme = head + begin + "\n" + table + "\n" + end + rest.split(end, 1)[1]
+    return readme
+
+
 def write(report: dict, out: Path, command: str) -> Path:
     """report.md, its three plots and report.json into out/; returns the markdown file."""
     out.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,29 @@ Writes <out>/report.md, <out>/kld_vs_bits.png (the frontier: KLD against bits pe
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
 from llama_polar import bench, cache_config, models, paths, texts
 from llama_polar.type_names import CACHE_TYPES, parse_types
+
+
+def update_readme(ap, readme: Path, out: Path) -> int:
+    """The README's blocks of report tables, generated from out/report.json (cited by its path from the README)."""
+    from llama_polar import report
+    source = out / "report.json"
+    if not source.is_file() or not readme.is_file():
+        ap.error(f"--readme needs {readme} and {source} (made by llama-polar report --out {out})")
+    cite = os.path.relpath(out / "report.md", readme.resolve().parent)
+    try:
+        text = report.sync_readme(readme.read_text(), report.readme_tables(json.loads(source.read_text()), cite))
+    except ValueError as e:
+        ap.error(f"--readme {readme}: {e}")
+    readme.write_text(text)
+    print(f"wrote the report tables of {readme} from {source}")
+    return 0
 
 
 def main(argv=None, prog=None) -> int:
@@ -44,7 +62,11 @@ def main(argv=None, prog=None) -> int:
     out = paths.ROOT / "docs" / "report" if paths.IN_CHECKOUT else Path("report")
     ap.add_argument("--out", type=Path, default=out,
                     help="output folder (default %(default)s)")
+    ap.add_argument("--readme", type=Path, metavar="README.md",
+                    help="measure nothing: write the README's report tables from <out>/report.json")
     args = ap.parse_args(argv)
+    if args.readme:
+        return update_readme(ap, args.readme, args.out)
 
     try:
         types = parse_types(args.types, CACHE_TYPES, "cache type")
