@@ -37,12 +37,17 @@ def test_the_series_exports_byte_for_byte(llama_tree, tmp_path):
         assert (out / p.name).read_bytes() == p.read_bytes(), p.name
 
 
+def one_patch_repository(tmp_path: Path) -> tuple[Path, Path]:
+    """(a series of the first patch alone, its repository made by `edit`)."""
+    series, repo = tmp_path / "one", tmp_path / "repo"
+    series.mkdir()
+    (series / SERIES[0].name).write_bytes(SERIES[0].read_bytes())
+    assert patches_py("edit", "--repo", repo, "--patches", series).returncode == 0
+    return series, repo
+
+
 def test_an_edit_that_rewrites_an_earlier_patch_is_found_and_kept_safe(llama_tree, tmp_path):
-    first = tmp_path / "one"
-    first.mkdir()
-    (first / SERIES[0].name).write_bytes(SERIES[0].read_bytes())
-    repo = tmp_path / "repo"
-    assert patches_py("edit", "--repo", repo, "--patches", first).returncode == 0
+    first, repo = one_patch_repository(tmp_path)
     # change a line the first patch added, as a new commit: a patch that rewrites another's
     added = git(repo, "diff", "-U0", "base", "HEAD")
     path = next(line[6:] for line in added.splitlines() if line.startswith("+++ b/"))
@@ -63,11 +68,7 @@ def test_an_edit_that_rewrites_an_earlier_patch_is_found_and_kept_safe(llama_tre
 
 
 def test_export_refuses_uncommitted_changes(llama_tree, tmp_path):
-    one = tmp_path / "one"
-    one.mkdir()
-    (one / SERIES[0].name).write_bytes(SERIES[0].read_bytes())
-    repo = tmp_path / "repo"
-    assert patches_py("edit", "--repo", repo, "--patches", one).returncode == 0
+    _, repo = one_patch_repository(tmp_path)
     (repo / "README.md").write_text("changed\n")
     result = patches_py("export", "--repo", repo, "--patches", tmp_path / "out")
     assert result.returncode != 0 and "uncommitted changes" in result.stderr
