@@ -116,5 +116,5 @@ def test_server_refuses_a_state_file_from_another_cache_or_a_truncated_one(bin_d
     with loadtest.Server(model_path, "q4_0", "q4_0", parallel=2, ctx=1024, extra=save) as server:
         status, body = asyncio.run(post(server.url, "/slots/0?action=restore", {"filename": "pq46.bin"}))
         assert status == 400 and "invalid slot save file" in body
-        assert "error loading sequence state file" in server.log_text()       # the reason, in the server's log
+        assert server.wait_for_log("error loading sequence state file"), server.log_text()[-2000:]  # the reason
         assert asyncio.run(loadtest._one(server.url, {"prompt": "Hello", "n_predict": 4, "stream": True})).ok

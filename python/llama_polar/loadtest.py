@@ -101,6 +101,16 @@ class Server:
         path = Path(self.log.name)
         return path.read_text(errors="replace") if path.exists() else self.final_log
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> bool:
+        """Whether `text` appears in the log within `timeout` seconds: llama.cpp's logger thread writes a line after
+        the request that caused it may already have been answered."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_text():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
 
 async def _health(url: str) -> bool:
     import aiohttp
