@@ -192,7 +192,8 @@ def quality_table(rows: list[dict], bits: str) -> list[str]:
     q4_0 = next((r["kld"] for r in rows if r["type"] == "q4_0"), None)
     for r in sorted(rows, key=lambda r: (bool(r.get("config")), -r[bits])):
         ratio = format_ratio(r["kld"] / q4_0) if q4_0 and r["type"] != "f16" else "-"
-        out.append(f"| {r['type']} | {r[bits]:.3f} | {r['kld']:.4f} | {ratio} | {r['kld_p999']:.3f} | "
+        p999 = "-" if r["kld_p999"] is None else f"{r['kld_p999']:.3f}"
+        out.append(f"| {r['type']} | {r[bits]:.3f} | {r['kld']:.4f} | {ratio} | {p999} | "
                    f"{r['ppl']:.3f} | {r['top']:.2f}% |")
     return out
 
@@ -226,11 +227,11 @@ def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list
 
 def quality_runs(report: dict) -> dict:
     """The report's quality runs by name ("long", "short"); a report made before long-context runs (2026-12-02 and
-    earlier: one list of rows at 512 tokens) has only "short", and no 99.9th percentile."""
+    earlier: one list of rows at 512 tokens) has only "short", and no 99.9th percentile (None)."""
     q = report["quality"]
     if isinstance(q, dict):
         return q
-    rows = [{"formula_bits": r["bits"], "kld_p999": float("nan"), **r} for r in q]
+    rows = [{"formula_bits": r["bits"], "kld_p999": None, **r} for r in q]
     return {"short": {"ctx": SHORT_CTX, "chunks": report["chunks"], "rows": rows}}
 
 
@@ -240,9 +241,8 @@ def readme_tables(report: dict, source: str) -> dict[str, str]:
     runs = quality_runs(report)
     run = runs.get("long") or runs["short"]
     bits = "bits" if run is runs.get("long") else "formula_bits"
-    table = [r.replace("nan", "-") for r in quality_table(run["rows"], bits)]
     quality = [f"From [{source}]({source}) ({report['date']}, {report['model']}, {report['text']}, "
-               f"{run['chunks']} chunks of {run['ctx']} tokens):", "", *table]
+               f"{run['chunks']} chunks of {run['ctx']} tokens):", "", *quality_table(run["rows"], bits)]
     depth = max(r["depth"] for r in report["speed"])
     speed = {(r["type"], r["test"], r["depth"]): r for r in report["speed"]}
     rows = [f"From the same report (llama-bench, {report['threads']} threads, {report['reps']} repetitions, ratios "
