@@ -1,16 +1,18 @@
 """llama_polar.cache_config: configuration strings, the environment they set, their bits with the sink rows."""
+from pathlib import Path
+
 import pytest
 
-from llama_polar import cache_config
+from llama_polar import cache_config, perplexity
 from llama_polar.type_names import UnknownTypeError
 
 
 def test_the_default_of_a_polar_k_cache_is_centered_with_one_sink_row():
     cfg = cache_config.parse("pq46")
     assert (cfg.type_k, cfg.type_v, cfg.sink_rows, cfg.env()) == ("pq46", "pq46", 1, {})
-    # 4.625 bits, plus one f16 row each for K and V in 512 positions
-    assert cfg.bits(512) == pytest.approx(4.625 + (16 - 4.625) / 512)
-    assert cache_config.parse("q4_0").sink_rows == 0
+    # 4.625 bits; K and V each keep a sink row and a scratch row in f16, K its centers in f32
+    assert cfg.bits(512) == pytest.approx(4.625 + (2 * 16 + 32 + 2 * 16) / 1024)
+    assert cache_config.parse("q4_0").sink_rows == 0 and cache_config.parse("q4_0").bits(512) == 4.5
 
 
 @pytest.mark.parametrize("spec,env,sink", [
@@ -28,9 +30,17 @@ def test_modifiers_set_the_environment(spec, env, sink):
 
 def test_bits_count_v_rows_only_for_a_quantized_v():
     split = cache_config.parse("pq46/pq37")
-    assert split.bits(4096) == pytest.approx((4.625 + 3.75) / 2 + (16 - 4.625 + 16 - 3.75) / 4096 / 2)
+    assert split.bits(4096) == pytest.approx((4.625 + 3.75) / 2 + (2 * 16 + 32 + 2 * 16) / 8192)
     f16_v = cache_config.parse("pq46/f16")
-    assert f16_v.bits(512) == pytest.approx((4.625 + 16) / 2 + (16 - 4.625) / 512 / 2)
+    assert f16_v.bits(512) == pytest.approx((4.625 + 16) / 2 + (2 * 16 + 32) / 1024)
+
+
+def test_bits_are_the_kv_buffer_llama_cpp_logs():
+    # SmolLM2 (30 layers, K and V rows of 192 values), -c 512 with 4 sequences: tests/data/kv-lines-pq46.txt
+    lines = (Path(__file__).parent / "data" / "kv-lines-pq46.txt").read_text()
+    f16_mib = 30 * 2048 * 192 * 2 * 2 / 2**20
+    assert cache_config.parse("pq46").bits(512, n_seq=4) / 16 * f16_mib == \
+        pytest.approx(perplexity.kv_buffer_mib(lines), abs=0.005)   # the log rounds to 0.01 MiB
 
 
 @pytest.mark.parametrize("spec,error,match", [
@@ -38,6 +48,7 @@ def test_bits_count_v_rows_only_for_a_quantized_v():
     ("pq46/q9_9", UnknownTypeError, "unknown cache type 'q9_9'"),
     ("pq46+sinks", ValueError, "unknown modifier 'sinks'"),
     ("f16+sink1", ValueError, "sink rows need a quantized K cache, not f16"),
+    ("pq46+perpos", ValueError, "'perpos' is a simulator experiment"),
 ])
 def test_bad_specs_are_clear_errors(spec, error, match):
     with pytest.raises(error, match=match):
@@ -47,3 +58,10 @@ def test_bad_specs_are_clear_errors(spec, error, match):
 def test_calibrated_centers_need_a_file():
     with pytest.raises(ValueError, match="need a centers file"):
         cache_config.parse("pq46+calib").env()
+
+
+def test_the_simulator_takes_its_experiments_and_the_build_modifiers():
+    cfg = cache_config.parse("pq46/pq37+sink2+perpos+online32", experiments=True)
+    assert (cfg.sink_rows, cfg.centered, cfg.experiments) == (2, True, ("perpos", "online32"))
+    with pytest.raises(ValueError, match="unknown modifier 'wobble'.*perpos"):
+        cache_config.parse("pq46+wobble", experiments=True)

@@ -4,7 +4,7 @@ import pytest
 
 import llama_polar
 from conftest import POLAR_TYPES
-from llama_polar import _codebooks
+from llama_polar import _codebooks, cache_config
 from llama_polar.type_names import UPSTREAM_CACHE_TYPES
 
 
@@ -39,6 +39,11 @@ def test_cache_type_ids_come_from_the_library(llama):
     for name in POLAR_TYPES:
         assert llama.cache_type_name(types[name]) == name
     assert {name: types[name] for name in POLAR_TYPES} == _codebooks.GGML_TYPE_IDS    # the generated ids
+
+
+def test_the_configuration_modules_bits_are_the_librarys(llama):
+    assert {t: cache_config.type_bits(t) for t in llama.cache_types()} == \
+        {t: llama.bits_per_value(t) for t in llama.cache_types()}
 
 
 @pytest.mark.parametrize("name", POLAR_TYPES)

@@ -6,6 +6,7 @@ import pytest
 
 import llama_polar
 from llama_polar import simulate as sim
+from llama_polar.type_names import UnknownTypeError
 
 gguf = pytest.importorskip("gguf")
 
@@ -164,10 +165,17 @@ def test_score_of_a_run_against_itself():
     assert s.kld == 0 and np.isclose(s.ppl, 10) and s.same_top_pct == 100
 
 
-def test_bits_count_the_sink_rows():
-    cfg = sim.CacheConfig("pq46", "pq32", sink_k=2, sink_v=1)
-    assert sim.config_bits(cfg, 512) == pytest.approx((4.625 + 32 / 512 + 3.25 + 16 / 512) / 2)
-    assert sim.config_bits(sim.CacheConfig("q4_0", "q4_0"), 4096) == 4.5
+def test_a_configuration_string_means_what_the_build_runs():
+    default = sim.parse_cache_spec("pq46/pq37")       # centered on keys 1..64, one K and V sink row
+    assert (default.center, default.online_from, default.online_keys, default.sink_k, default.sink_v) == \
+        ("online", 1, 65, 1, 1)
+    plain = sim.parse_cache_spec("pq46+plain")
+    assert (plain.center, plain.sink_k, plain.sink_v) == (None, 0, 0)
+    upstream = sim.parse_cache_spec("q4_0")           # stored as upstream stores it
+    assert (upstream.center, upstream.sink_k) == (None, 0)
+    f16_v = sim.parse_cache_spec("q4_0/f16+center+sink2")   # an f16 V keeps no exact rows of its own
+    assert (f16_v.center, f16_v.online_from, f16_v.sink_k, f16_v.sink_v) == ("online", 2, 2, 0)
+    assert sim.parse_cache_spec("pq46+calib").center == "calib"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -187,25 +195,25 @@ def test_centering_leaves_an_unquantized_cache_unchanged(request, model):
     t = tokens()
     centers = sim.key_means(m, [t, tokens(seed=2)])
     assert centers.shape == (m.hp.n_layer, m.hp.n_head_kv, m.hp.head_dim)
-    ref = m.forward(t, sim.CacheConfig("f32", "f32"))
-    for cfg in (sim.CacheConfig("f32", "f32", center="calib"), sim.CacheConfig("f32", "f32", center="online")):
+    ref = m.forward(t, sim.CacheSim("f32", "f32"))
+    for cfg in (sim.CacheSim("f32", "f32", center="calib"), sim.CacheSim("f32", "f32", center="online")):
         assert rel_err(m.forward(t, cfg, centers), ref) < 1e-4, cfg.label
     # f16 rounds k - c instead of k: equal up to f16 rounding
-    f16 = m.forward(t, sim.CacheConfig())
-    assert rel_err(m.forward(t, sim.CacheConfig(center="calib"), centers), f16) < 5e-3
+    f16 = m.forward(t, sim.CacheSim())
+    assert rel_err(m.forward(t, sim.CacheSim(center="calib"), centers), f16) < 5e-3
 
 
 def test_centering_and_rotation_change_a_quantized_cache(tiny_llama):
     chunks = [tokens(64, seed=s) for s in (5, 6)]
     centers = sim.key_means(tiny_llama, [tokens(64, seed=7)])
-    cfgs = [sim.CacheConfig("pq32", "pq32", **kw) for kw in ({}, {"center": "calib"}, {"rotate": False})]
+    cfgs = [sim.CacheSim("pq32", "pq32", **kw) for kw in ({}, {"center": "calib"}, {"rotate": False})]
     kld = {k: s.kld for k, s in sim.evaluate(tiny_llama, chunks, cfgs, centers).items()}
     assert kld["pq32 +c(calib)"] < 0.7 * kld["pq32"] and kld["pq32 norot"] != kld["pq32"], kld
 
 
 def test_sink_rows_over_the_whole_sequence_give_the_f16_cache(tiny_llama):
     t = tokens()
-    cfg = sim.CacheConfig("pq32", "pq27", sink_k=len(t), sink_v=len(t))
+    cfg = sim.CacheSim("pq32", "pq27", sink_k=len(t), sink_v=len(t))
     # the cache keeps rotated rows in f16, the base unrotated ones: equal up to f16 rounding
     assert rel_err(tiny_llama.forward(t, cfg), tiny_llama.forward(t)) < 5e-3
 
@@ -221,12 +229,13 @@ def test_sliding_window_bounds_what_a_position_sees(tiny_gemma):
 
 def test_evaluate_scores_the_second_half(tiny_llama):
     chunks = [tokens(64, seed=s) for s in (3, 4)]
-    cfgs = [sim.CacheConfig("q4_0", "q4_0"), sim.CacheConfig("pq46", "pq46")]
+    cfgs = [sim.CacheSim.of(c) for c in ("q4_0", "pq46+plain", "pq46")]
     scores = sim.evaluate(tiny_llama, chunks, cfgs)
-    assert list(scores) == ["f16", "q4_0", "pq46"]
+    assert list(scores) == ["f16", "q4_0", "pq46+plain", "pq46"]
     assert scores["f16"].kld == 0 and scores["q4_0"].count == 2 * 31 and scores["q4_0"].kld > 0
     table = sim.format_table(scores, "q4_0", cfgs, (512,))
-    assert "| pq46 |" in table and "4.625" in table
+    # bits as the build allocates them: pq46 alone, then with one K and V sink row (+ a scratch row) and K centers
+    assert "| pq46+plain | " in table and "| 4.625 |" in table and f"| {4.625 + 96 / 1024:.3f} |" in table
 
 
 def test_a_sequences_own_mean_removes_the_most_key_energy(tiny_llama):
@@ -239,14 +248,18 @@ def test_a_sequences_own_mean_removes_the_most_key_energy(tiny_llama):
     assert rep["spread"].shape == (tiny_llama.hp.n_layer,)
 
 
-def test_cache_specs_parse():
-    c = sim.parse_cache_spec("pq46/pq32+online16+sinkkv2+norot")
+def test_the_simulators_experiments_parse():
+    c = sim.parse_cache_spec("pq46/pq32+online16+sink2+norot")
     assert (c.type_k, c.type_v, c.center, c.online_keys, c.sink_k, c.sink_v, c.rotate) == \
         ("pq46", "pq32", "online", 16, 2, 2, False)
-    assert c.label == "pq46/pq32+online16+sinkkv2+norot"
-    assert sim.parse_cache_spec("q4_0+calib+sink1").sink_v == 0
-    with pytest.raises(ValueError):
+    assert c.label == "pq46/pq32+online16+sink2+norot"
+    perpos = sim.parse_cache_spec("q4_0+perpos+band1.5+noqround")
+    assert (perpos.center, perpos.center_per_position, perpos.center_band, perpos.round_q) == \
+        ("online", True, 1.5, False)
+    with pytest.raises(ValueError, match="unknown modifier 'wobble'"):
         sim.parse_cache_spec("pq46+wobble")
+    with pytest.raises(UnknownTypeError, match="iq4_nl"):
+        sim.parse_cache_spec("iq4_nl")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -261,7 +274,7 @@ def test_cache_specs_parse():
 # f16 PPL 40.456 / 40.435 / 40.465; mean KLD q8_0 0.0036 / 0.0038 / 0.0002, q4_0 0.0479 / 0.0456 / 0.0369,
 # pq46 0.0436 / 0.0442 / 0.0366, pq37 0.1585 / 0.1621 / 0.1597; with keys centered before sink rows existed (the
 # mean of the first 64 keys; the simulator's online64) pq46 0.0296 / 0.0303, pq37 0.0930 / 0.0959. Now the centered
-# runs are the build's default (keys 1..64 and one K and V sink row; the simulator's online65from1+sinkkv1).
+# runs are the build's default (keys 1..64 and one K and V sink row), the same string in both.
 # llama.cpp rounds activations to 8 bits in the Q4_1 model's matmuls, which puts a floor of ~0.004 under every
 # cache type (q8_0's KLD) and costs q4_0 more than the polar types; the simulator does the same by default. Bounds:
 # the f16 PPL within 0.5%; each KLD within 12% + 0.002 of llama-perplexity's; the ratios to q4_0 within 15%. A
@@ -297,11 +310,9 @@ def llama_figures(bin_dir, model_path, text_path, tmp_path_factory):
 def sim_figures(bin_dir, model_path, text_path):
     model = sim.Model(model_path)
     # the build's default for a polar K cache: centers from keys 1..64 (the first is a sink row), one K and V sink row
-    default = "+online65from1+sinkkv1"
-    configs = [sim.CacheConfig(t, t) for t in CHECKED] + [sim.parse_cache_spec(t + default) for t in CENTERED]
+    configs = [f"{t}+plain" for t in CHECKED] + list(CENTERED)
     scores = sim.evaluate(model, sim.text_chunks(model, text_path, CHUNKS), configs)
-    return (scores["f16"].ppl, {t: scores[t].kld for t in CHECKED},
-            {t: scores[t + default].kld for t in CENTERED})
+    return (scores["f16"].ppl, {t: scores[f"{t}+plain"].kld for t in CHECKED}, {t: scores[t].kld for t in CENTERED})
 
 
 def test_the_simulator_scores_the_same_tokens_as_llama_perplexity(llama_figures, sim_figures):

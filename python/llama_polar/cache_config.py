@@ -1,17 +1,18 @@
-"""A KV-cache configuration of the polar build as one string, the environment that selects it for llama.cpp's tools,
-and its bits per value with the exact sink rows counted.
+"""A KV-cache configuration as one string: what it means, the environment that selects it for llama.cpp's tools, and
+its bits per value, counted as llama.cpp allocates them. The build, bench, report, loadtest and the simulator all
+read configurations through parse(), so one string means the same cache everywhere.
 
     K[/V][+modifier...]      e.g. "q4_0+plain", "pq46", "pq46/pq37+calib", "q4_0+calib+sink1"
 
-    (none)   the build's default: a polar K cache is centered (the mean of its first keys) and keeps one exact sink
-             row per sequence; an upstream K type is stored as upstream stores it
+    (none)   the build's default: a polar K cache is centered (the mean of the first 64 keys after the sink rows)
+             and keeps one exact sink row per sequence; an upstream K type is stored as upstream stores it
     plain    no key treatment at all (LLAMA_K_CENTER=off, LLAMA_KV_SINK_ROWS=0): the codec alone
     center   the first keys' mean as centers, for any K type (LLAMA_K_CENTER=on)
     calib    calibrated centers, for any K type (LLAMA_K_CENTER=on, LLAMA_K_CENTERS=<file of llama_polar.calibrate>)
     sinkN    N exact sink rows per sequence, for any quantized K type (LLAMA_KV_SINK_ROWS=N)
 
-A sink row holds a position's K, and its V when V is quantized, in f16 beside the quantized rows, so n rows of a
-context of n_ctx cost n/n_ctx of (16 - bits) more per value on each side: bits() counts them.
+The simulator also takes experiments the build does not have (SIMULATOR_MODIFIERS, parsed only with
+experiments=True): the modifiers above keep their meaning there.
 """
 from __future__ import annotations
 
@@ -19,28 +20,40 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .type_names import CACHE_TYPES, POLAR_TYPES, check_types
+from .type_names import CACHE_TYPES, POLAR_TYPES, UNQUANTIZED, check_types
 
-UNQUANTIZED = ("f32", "f16", "bf16")
-_UPSTREAM_BITS = {"f32": 32.0, "f16": 16.0, "bf16": 16.0, "q8_0": 8.5, "q4_0": 4.5, "q4_1": 5.0, "iq4_nl": 4.5,
-                  "q5_0": 5.5, "q5_1": 6.0}
+BUILD_MODIFIERS = "plain, center, calib, sinkN"
+# simulator-only experiments, interpreted by llama_polar.simulate: a window for the online center, a center kept in
+# the slow RoPE pairs only, a center taken before RoPE and restored per position, no rotation, Q not rounded
+SIMULATOR_MODIFIERS = {r"online(\d+)(?:from(\d+))?": "onlineN[fromM]", r"band([\d.]+)": "bandX",
+                       "perpos": "perpos", "norot": "norot", "noqround": "noqround"}
+ONLINE_KEYS = 64            # the build's online center: the mean of this many keys after the sink rows
 
 
 def type_bits(name: str) -> float:
-    """Storage bits per value of a cache type."""
-    if name in _UPSTREAM_BITS:
-        return _UPSTREAM_BITS[name]
-    from .quants import TYPES
-    return TYPES[name].bits_per_value
+    """Storage bits per value of a cache type: ggml's block sizes as gguf-py lists them, the polar types' own."""
+    check_types([name], CACHE_TYPES, "cache type")
+    if name in POLAR_TYPES:
+        from .quants import TYPES
+        return TYPES[name].bits_per_value
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[name.upper()]]
+    return 8.0 * size / block
 
 
 @dataclass(frozen=True)
-class BuildConfig:
+class CacheConfig:
     spec: str
     type_k: str
     type_v: str
     center: str = "default"      # default | off | online | calib
     sink: int | None = None      # exact sink rows per sequence; None: the build's default
+    experiments: tuple[str, ...] = ()   # simulator-only modifiers, in the order given
+
+    @property
+    def centered(self) -> bool:
+        """Whether the build centers the keys: as set, else a polar K cache is centered."""
+        return self.center in ("online", "calib") or (self.center == "default" and self.type_k in POLAR_TYPES)
 
     @property
     def sink_rows(self) -> int:
@@ -48,6 +61,11 @@ class BuildConfig:
         if self.sink is not None:
             return self.sink
         return 1 if self.type_k in POLAR_TYPES and self.center != "off" else 0
+
+    @property
+    def v_sink_rows(self) -> int:
+        """Sink rows of V: V keeps its exact rows only where it is quantized."""
+        return 0 if self.type_v in UNQUANTIZED else self.sink_rows
 
     def env(self, centers: Path | str | None = None) -> dict[str, str]:
         """The environment of a tool run with this configuration (centers: the calibrated centers' file)."""
@@ -61,33 +79,48 @@ class BuildConfig:
             env["LLAMA_KV_SINK_ROWS"] = str(self.sink)
         return env
 
-    def bits(self, n_ctx: int) -> float:
-        """Average bits per cached value (K and V) at a context of n_ctx, the sink rows' f16 copies counted."""
-        bk, bv = type_bits(self.type_k), type_bits(self.type_v)
-        extra = 16 - bk + (16 - bv if self.type_v not in UNQUANTIZED else 0)
-        return (bk + bv) / 2 + self.sink_rows / n_ctx * extra / 2
+    def bits(self, n_ctx: int, n_seq: int = 1) -> float:
+        """Bits per cached value (K and V, equal head sizes) of n_seq sequences of n_ctx positions, as llama.cpp
+        allocates them: per layer, the quantized rows; each side's exact rows (sink rows of every sequence and one
+        scratch row, f16); the K centers (one f32 row)."""
+        cells = n_ctx * n_seq
+        exact = lambda n: 16.0 * (n * n_seq + 1) if n else 0.0  # noqa: E731
+        k = cells * type_bits(self.type_k) + exact(self.sink_rows) + (32.0 if self.centered else 0.0)
+        v = cells * type_bits(self.type_v) + exact(self.v_sink_rows)
+        return (k + v) / (2 * cells)
 
 
-def parse(spec: str) -> BuildConfig:
-    """A configuration string (see the module's doc); ValueError for a bad modifier, UnknownTypeError for a type."""
+def _modifier_error(spec: str, m: str, experiments: bool) -> ValueError:
+    if not experiments and any(re.fullmatch(p, m) for p in SIMULATOR_MODIFIERS):
+        return ValueError(f"{spec}: {m!r} is a simulator experiment (llama-polar simulate), not a setting of the "
+                          f"build ({BUILD_MODIFIERS})")
+    known = BUILD_MODIFIERS + (", " + ", ".join(SIMULATOR_MODIFIERS.values()) if experiments else "")
+    return ValueError(f"{spec}: unknown modifier {m!r} ({known})")
+
+
+def parse(spec: str, experiments: bool = False) -> CacheConfig:
+    """A configuration string (see the module's doc); ValueError for a bad modifier, UnknownTypeError for a type.
+    experiments: also take the simulator's modifiers (kept in .experiments)."""
     types, *mods = spec.strip().split("+")
     type_k, _, type_v = types.partition("/")
     type_v = type_v or type_k
     check_types(dict.fromkeys([type_k, type_v]), CACHE_TYPES, "cache type", where=spec)
-    center, sink = "default", None
+    center, sink, extra = "default", None, []
     for m in mods:
         if m in ("plain", "center", "calib"):
             center = {"plain": "off", "center": "online", "calib": "calib"}[m]
             sink = 0 if m == "plain" else sink
         elif (g := re.fullmatch(r"sink(\d+)", m)):
             sink = int(g[1])
+        elif experiments and any(re.fullmatch(p, m) for p in SIMULATOR_MODIFIERS):
+            extra.append(m)
         else:
-            raise ValueError(f"{spec}: unknown modifier {m!r} (plain, center, calib, sinkN)")
+            raise _modifier_error(spec, m, experiments)
     if sink and type_k in UNQUANTIZED:
         raise ValueError(f"{spec}: sink rows need a quantized K cache, not {type_k}")
-    return BuildConfig(spec, type_k, type_v, center, sink)
+    return CacheConfig(spec.strip(), type_k, type_v, center, sink, tuple(extra))
 
 
-def parse_list(specs: str) -> list[BuildConfig]:
+def parse_list(specs: str, experiments: bool = False) -> list[CacheConfig]:
     """A comma-separated list of configurations (a command line's --configs or --types), each parsed by parse()."""
-    return [parse(spec) for spec in specs.split(",") if spec.strip()]
+    return [parse(spec, experiments) for spec in specs.split(",") if spec.strip()]

@@ -35,12 +35,19 @@ class BaseRun:
     kv_mib: float       # its KV buffers, the 16 bits/value every other cache's bits are relative to
 
 
+BATCH = 2048    # llama-perplexity's default batch, which every run here passes
+
+
+def sequences(ctx: int) -> int:
+    """The sequences llama-perplexity runs side by side (and allocates cells for) at chunks of ctx tokens."""
+    return max(1, BATCH // ctx)
+
+
 def _run(model, text, chunks: int, base, extra: list[str], threads: int, timeout: float | None,
          env: dict | None = None, ctx: int = 512) -> str:
-    # llama-perplexity's default batch of 2048 tokens: a longer chunk goes through in batches of 2048, shorter ones
-    # several at a time (2048 / ctx sequences)
+    # a chunk longer than BATCH goes through in batches of BATCH tokens, shorter ones several at a time (sequences)
     # -lv 4: llama.cpp's own info lines, among them the KV buffer sizes
-    cmd = [str(tool("llama-perplexity")), "-m", str(model), "-f", str(text), "-c", str(ctx), "-b", "2048",
+    cmd = [str(tool("llama-perplexity")), "-m", str(model), "-f", str(text), "-c", str(ctx), "-b", str(BATCH),
            "--chunks", str(chunks), "-fa", "on", "-t", str(threads), "-lv", "4", "--kl-divergence-base", str(base),
            *extra]
     out = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout,

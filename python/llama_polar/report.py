@@ -25,7 +25,7 @@ from tqdm import tqdm
 from . import llama as polar_llama
 from . import cache_config
 from .bench import format_ratio, run_llama_bench, with_ratios
-from .perplexity import base_run, kl_divergence
+from .perplexity import base_run, kl_divergence, sequences
 from .type_names import POLAR_TYPES
 
 
@@ -48,8 +48,8 @@ SHORT_CTX = 512  # the secondary table's context
 def measure_quality(model, text, chunks, ctx, types, progress, configs=(), centers=None) -> dict:
     """At `chunks` x `ctx` tokens: PPL, mean KLD, its 99.9th percentile and same-top-token % of each type against
     the f16 cache (f16 itself: KLD 0), then of each configuration (cache_config specs; centers: the calibrated
-    centers' file, for the "calib" ones). bits: from the KV buffers, relative to f16's 16; formula_bits: the same
-    from the types' sizes, the sink rows of one sequence counted (cache_config), which the buffers must agree with."""
+    centers' file, for the "calib" ones). bits: from the KV buffers, relative to f16's 16, of the run's `seqs`
+    sequences (perplexity.sequences); formula_bits: cache_config's count for one sequence, what a user gets."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "f16.kld"
@@ -65,7 +65,7 @@ def measure_quality(model, text, chunks, ctx, types, progress, configs=(), cente
             r = kl_divergence(model, text, chunks, base, cfg.type_k, cfg.type_v, env=cfg.env(centers), ctx=ctx)
             progress.update()
             rows.append({"type": cfg.spec, "config": is_config, "bits": 16.0 * r.kv_mib / f16.kv_mib,
-                         "formula_bits": cfg.bits(ctx), "ppl": r.ppl, "kld": r.kld, "kld_p999": r.kld_p999,
+                         "formula_bits": cfg.bits(ctx), "seqs": sequences(ctx), "ppl": r.ppl, "kld": r.kld, "kld_p999": r.kld_p999,
                          "top": r.same_top})
     return {"ctx": ctx, "chunks": chunks, "rows": rows}
 

@@ -4,7 +4,7 @@ go through any cache codec, with key centering and exact sink rows, scored like 
     from llama_polar import simulate as sim
     model = sim.Model("SmolLM2-135M-Instruct.Q4_1.gguf")
     chunks = sim.text_chunks(model, texts.get_text(), n_chunks=4)
-    res = sim.evaluate(model, chunks, [sim.CacheConfig("q4_0", "q4_0"), sim.CacheConfig("pq46", "pq46")])
+    res = sim.evaluate(model, chunks, ["q4_0", "pq46", "pq46+plain"])     # configuration strings (cache_config)
     print(sim.format_table(res))
 
 What it reproduces of llama.cpp (0c1e570, CPU, flash attention on):
@@ -31,12 +31,13 @@ import numpy as np
 
 from . import quants as _polar
 from . import validate
-from .cache_config import type_bits
-from .type_names import UnknownTypeError, check_types
+from . import cache_config
+from .cache_config import ONLINE_KEYS, CacheConfig
+from .type_names import CACHE_TYPES, UNQUANTIZED, UnknownTypeError, check_types
 
 F32 = np.float32
-UPSTREAM_QUANTIZED = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0")
-CACHE_TYPES = ("f32", "f16", *UPSTREAM_QUANTIZED, *_polar.TYPES)
+# every cache type llama.cpp takes but iq4_nl, which gguf-py can only dequantize
+SIMULATED_TYPES = tuple(t for t in CACHE_TYPES if t != "iq4_nl")
 V_ROTATION = 64                      # llama.cpp rotates V in blocks of 64 whatever the head size
 
 
@@ -74,7 +75,7 @@ class _ReferenceCodec:
 
 
 def is_quantized(type_name: str) -> bool:
-    return type_name not in ("f32", "f16")
+    return type_name not in UNQUANTIZED
 
 
 def fake_quant(x: np.ndarray, type_name: str) -> np.ndarray:
@@ -85,19 +86,21 @@ def fake_quant(x: np.ndarray, type_name: str) -> np.ndarray:
     if type_name == "f16":
         return x.astype(np.float16).astype(F32)
     rows = x.reshape(-1, x.shape[-1])
-    if type_name in UPSTREAM_QUANTIZED:
+    if type_name in SIMULATED_TYPES and type_name not in _polar.TYPES:
         from gguf import quants
         qt = _gguf_type(type_name)
         return quants.dequantize(quants.quantize(rows, qt), qt).reshape(x.shape).astype(F32)
     if type_name in _polar.TYPES:
         codec = polar_codec()
         return codec.dequantize(codec.quantize(rows, type_name), type_name).reshape(x.shape)
-    raise UnknownTypeError([type_name], CACHE_TYPES, "cache type")
+    raise UnknownTypeError([type_name], SIMULATED_TYPES, "cache type the simulator has")
 
 
 def q_dot_type(type_k: str) -> str:
     """What llama.cpp's CPU flash attention converts Q to before the dot with K (the K type's vec_dot_type)."""
-    return "q8_0" if type_k in UPSTREAM_QUANTIZED else "f32"
+    if type_k == "bf16":
+        return "bf16"
+    return "q8_0" if is_quantized(type_k) and type_k not in _polar.TYPES else "f32"
 
 
 @lru_cache(maxsize=None)
@@ -120,10 +123,10 @@ k_rotation_size = validate.k_rotation_size
 # ---------------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class CacheConfig:
-    """How K and V are cached.
+class CacheSim:
+    """How the simulator caches K and V: the mechanics of one configuration (CacheSim.of a cache_config string).
 
-    type_k, type_v: cache types (f16, f32, q4_0, q4_1, q5_0, q5_1, q8_0 or any polar type).
+    type_k, type_v: cache types (SIMULATED_TYPES).
     center: None; "calib" (subtract the centers passed to the forward pass); "online" (subtract the mean of the
         sequence's keys online_from .. online_keys - 1, frozen). Centers live in the cache's basis (after RoPE and
         rotation).
@@ -134,11 +137,12 @@ class CacheConfig:
     sink_k, sink_v: the first n tokens' K (V) kept in f16 beside the quantized cache.
     rotate: llama.cpp's attn_rot for quantized types (False: as with LLAMA_ATTN_ROT_DISABLE=1).
     round_q: Q converted to the K type's vec_dot type (q8_0 for upstream quantized K), as the CPU FA kernel does.
+    config: the configuration it simulates (its string is the label, its bits the bits), if made from one.
     """
     type_k: str = "f16"
     type_v: str = "f16"
     center: str | None = None
-    online_keys: int = 64
+    online_keys: int = ONLINE_KEYS
     online_from: int = 0
     center_band: float | None = None
     center_per_position: bool = False
@@ -146,17 +150,39 @@ class CacheConfig:
     sink_v: int = 0
     rotate: bool = True
     round_q: bool = True
-    name: str | None = None
+    config: CacheConfig | None = field(default=None, compare=False)
 
     def __post_init__(self):
-        check_types(dict.fromkeys((self.type_k, self.type_v)), CACHE_TYPES, "cache type")
+        check_types(dict.fromkeys((self.type_k, self.type_v)), SIMULATED_TYPES, "cache type the simulator has")
         if self.center not in (None, "calib", "online"):
             raise ValueError(f"center must be None, 'calib' or 'online', not {self.center!r}")
 
+    @classmethod
+    def of(cls, config: CacheConfig | str) -> "CacheSim":
+        """The mechanics of a configuration, as the build runs it, with the simulator's experiments applied."""
+        if isinstance(config, str):
+            config = cache_config.parse(config, experiments=True)
+        sink = config.sink_rows
+        kw: dict = {"type_k": config.type_k, "type_v": config.type_v, "sink_k": sink, "sink_v": config.v_sink_rows,
+                    "config": config}
+        if config.centered:
+            kw.update(center="calib" if config.center == "calib" else "online",
+                      online_from=sink, online_keys=sink + ONLINE_KEYS)
+        for m in config.experiments:
+            if (g := re.fullmatch(r"online(\d+)(?:from(\d+))?", m)):
+                kw.update(center="online", online_keys=int(g[1]), online_from=int(g[2] or 0))
+            elif (g := re.fullmatch(r"band([\d.]+)", m)):
+                kw["center_band"] = float(g[1])
+            elif m == "perpos":
+                kw.update(center_per_position=True, center=kw.get("center") or "online")
+            else:
+                kw[{"norot": "rotate", "noqround": "round_q"}[m]] = False
+        return cls(**kw)
+
     @property
     def label(self) -> str:
-        if self.name:
-            return self.name
+        if self.config is not None:
+            return self.config.spec
         s = self.type_k if self.type_k == self.type_v else f"K {self.type_k}/V {self.type_v}"
         if self.center == "calib":
             s += " +c(calib)"
@@ -168,44 +194,11 @@ class CacheConfig:
             s += " norot"
         return s
 
-    def bits_per_value(self, n_ctx: int, k_bits: float, v_bits: float) -> float:
-        """Average cached bits per K and V value at context n_ctx, the f16 sink rows stored beside the cache."""
-        k = k_bits + 16.0 * min(self.sink_k, n_ctx) / n_ctx
-        v = v_bits + 16.0 * min(self.sink_v, n_ctx) / n_ctx
-        return (k + v) / 2
 
-
-def parse_cache_spec(spec: str) -> CacheConfig:
-    """K[/V] then +modifiers: calib, onlineN (mean of keys 0..N-1), onlineNfromM (keys M..N-1), bandX (the center
-    only in RoPE pairs turning at most X rad over the chunk), perpos (the online center taken before RoPE, applied per
-    position), sinkN (K), sinkkvN (K and V), norot, noqround; e.g. pq46/pq32+online64from1+sinkkv1. The spec is the
-    config's label."""
-    types, *mods = spec.split("+")
-    type_k, _, type_v = types.partition("/")
-    kw: dict = {"type_k": type_k, "type_v": type_v or type_k}
-    for m in mods:
-        if m == "calib":
-            kw["center"] = "calib"
-        elif (g := re.fullmatch(r"online(\d+)(?:from(\d+))?", m)):
-            kw.update(center="online", online_keys=int(g[1]), online_from=int(g[2] or 0))
-        elif (g := re.fullmatch(r"sink(kv)?(\d+)", m)):
-            kw["sink_k"] = int(g[2])
-            kw["sink_v"] = int(g[2]) if g[1] else 0
-        elif (g := re.fullmatch(r"band([\d.]+)", m)):
-            kw["center_band"] = float(g[1])
-        elif m == "perpos":
-            kw["center_per_position"] = True
-        elif m == "norot":
-            kw["rotate"] = False
-        elif m == "noqround":
-            kw["round_q"] = False
-        elif m != "plain":
-            raise ValueError(f"unknown modifier {m!r} in {spec!r}")
-    return CacheConfig(**kw, name=spec)
-
-
-def config_bits(cfg: CacheConfig, n_ctx: int) -> float:
-    return cfg.bits_per_value(n_ctx, type_bits(cfg.type_k), type_bits(cfg.type_v))
+def parse_cache_spec(spec: str) -> CacheSim:
+    """The simulator's cache for a configuration string: the build's meaning (cache_config) and the simulator's
+    experiments (cache_config.SIMULATOR_MODIFIERS), e.g. pq46/pq32+calib, q4_0+center+sink1, pq46+perpos."""
+    return CacheSim.of(cache_config.parse(spec, experiments=True))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -352,7 +345,7 @@ class Model:
         return self.linear(act(self.linear(h, p + "ffn_gate.weight")) * self.linear(h, p + "ffn_up.weight"),
                            p + "ffn_down.weight")
 
-    def forward(self, tokens, cache: CacheConfig = CacheConfig(), centers: np.ndarray | None = None,
+    def forward(self, tokens, cache: CacheSim = CacheSim(), centers: np.ndarray | None = None,
                 out_from: int = 0, on_keys=None) -> np.ndarray:
         """Logits (float32) of positions out_from.. for one sequence `tokens` (positions 0..T-1) through `cache`.
 
@@ -379,7 +372,7 @@ class Model:
             logits = np.tanh(logits / F32(hp.softcap)) * F32(hp.softcap)
         return logits
 
-    def positional_center(self, il: int, k, cache: CacheConfig, rot_k) -> np.ndarray:
+    def positional_center(self, il: int, k, cache: CacheSim, rot_k) -> np.ndarray:
         """(T, n_kv, d) R(pos) c in the cache basis, c the online mean of the keys before RoPE."""
         hp, pos = self.hp, np.arange(len(k))
         raw = rotate(k, rot_k) if rot_k else k                                  # the Hadamard is an involution
@@ -388,7 +381,7 @@ class Model:
         off = rope(np.broadcast_to(c, k.shape).copy(), pos, hp.rope_base[il], hp.rope_neox)
         return rotate(off, rot_k) if rot_k else off
 
-    def attention(self, il: int, q, k, v, cache: CacheConfig, center: np.ndarray | None) -> np.ndarray:
+    def attention(self, il: int, q, k, v, cache: CacheSim, center: np.ndarray | None) -> np.ndarray:
         """Attention of layer il through the simulated cache; output (T, n_head, head_dim) in the model's basis."""
         rot_k = self.rot_k if cache.rotate and is_quantized(cache.type_k) else None
         rot_v = V_ROTATION if cache.rotate and is_quantized(cache.type_v) and self.hp.head_dim % 64 == 0 else None
@@ -414,7 +407,7 @@ class Model:
         return rotate(out, rot_v) if rot_v else out
 
 
-def center_keys(k: np.ndarray, cache: CacheConfig, center: np.ndarray | None, band=None) -> np.ndarray:
+def center_keys(k: np.ndarray, cache: CacheSim, center: np.ndarray | None, band=None) -> np.ndarray:
     """Keys (T, n_kv, d) in the cache basis minus the configured fixed center (exact for softmax); band(c) maps the
     center first (rope_band)."""
     if cache.center is None:
@@ -532,7 +525,7 @@ def key_means(model: Model, chunks, skip: int = 1) -> np.ndarray:
         total[il] += k[skip:].sum(axis=0, dtype=np.float64)
 
     for c in chunks:
-        model.forward(c, CacheConfig(), out_from=len(c) - 1, on_keys=collect)
+        model.forward(c, CacheSim(), out_from=len(c) - 1, on_keys=collect)
         count += len(c) - skip
     return total / count
 
@@ -544,7 +537,7 @@ def sequence_keys(model: Model, chunk) -> np.ndarray:
     def keep(il, k):
         keys[il] = k
 
-    model.forward(chunk, CacheConfig(), out_from=len(chunk) - 1, on_keys=keep)
+    model.forward(chunk, CacheSim(), out_from=len(chunk) - 1, on_keys=keep)
     return np.stack(keys)
 
 
@@ -609,9 +602,9 @@ class Score:
 
 
 def evaluate(model: Model, chunks, configs, centers: np.ndarray | None = None, progress=None) -> dict[str, Score]:
-    """Score every config against the f16-cache run on each chunk (second half scored); key "f16" is the base
-    (its kld is 0 by definition, its ppl the reference PPL)."""
-    configs = list(configs)
+    """Score every config (a CacheSim, a cache_config.CacheConfig or its string) against the f16-cache run on each
+    chunk (second half scored); key "f16" is the base (its kld is 0 by definition, its ppl the reference PPL)."""
+    configs = [c if isinstance(c, CacheSim) else CacheSim.of(c) for c in configs]
     labels = [c.label for c in configs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"configs need distinct labels: {labels}")
@@ -619,7 +612,7 @@ def evaluate(model: Model, chunks, configs, centers: np.ndarray | None = None, p
     for chunk in chunks:
         first = len(chunk) // 2
         targets = chunk[first + 1:]
-        base = log_softmax(model.forward(chunk, CacheConfig(), out_from=first)[:-1])
+        base = log_softmax(model.forward(chunk, CacheSim(), out_from=first)[:-1])
         scores["f16"].add(base, base, targets)
         for cfg in configs:
             logp = log_softmax(model.forward(chunk, cfg, centers, out_from=first)[:-1])
@@ -631,15 +624,16 @@ def evaluate(model: Model, chunks, configs, centers: np.ndarray | None = None, p
 
 def format_table(scores: dict[str, Score], reference: str | None = "q4_0", configs=None,
                  n_ctx: tuple[int, ...] = ()) -> str:
-    """A Markdown table: mean KLD (and its ratio to `reference`), PPL, same top-1 %, bits/value at each n_ctx."""
+    """A Markdown table: mean KLD (and its ratio to `reference`), PPL, same top-1 %, bits/value at each n_ctx (of
+    one sequence, as the build allocates them: cache_config.CacheConfig.bits)."""
     ref = scores.get(reference) if reference else None
-    bits = {c.label: c for c in (configs or [])}
+    bits = {c.label: c.config for c in (configs or []) if c.config is not None}
     head = ["cache", "mean KLD"] + ([f"/ {reference}"] if ref else []) + ["PPL", "same top-1"]
     head += [f"bits @ {n}" for n in n_ctx]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, s in scores.items():
         row = [label, f"{s.kld:.4f}"] + ([f"{s.kld / ref.kld:.2f}x"] if ref else [])
         row += [f"{s.ppl:.3f}", f"{s.same_top_pct:.1f}%"]
-        row += [f"{config_bits(bits[label], n):.3f}" if label in bits else "16" for n in n_ctx]
+        row += [f"{bits[label].bits(n):.3f}" if label in bits else "16" for n in n_ctx]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

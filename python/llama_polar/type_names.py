@@ -9,6 +9,7 @@ from ._codebooks import TYPE_LIST
 POLAR_TYPES: tuple[str, ...] = tuple(name for name, _kind in TYPE_LIST)
 # upstream's KV cache types (common/arg.cpp's kv_cache_types), then the polar ones
 UPSTREAM_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+UNQUANTIZED = ("f32", "f16", "bf16")
 CACHE_TYPES: tuple[str, ...] = UPSTREAM_CACHE_TYPES + POLAR_TYPES
 
 

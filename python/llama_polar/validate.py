@@ -91,10 +91,8 @@ def compare(x: np.ndarray, name: str, queries: np.ndarray) -> Row:
     return Row(name, qtype.bits_per_value, codes_equal, values_equal, mse, qtype.expected_rel_mse, cos, ip)
 
 
-UPSTREAM_BITS = {"q8_0": 8.5, "q4_0": 4.5}
-
-
 def upstream(x: np.ndarray, name: str, queries: np.ndarray) -> Row:
     """ggml's q8_0 or q4_0 on the rows of x, for comparison."""
     mse, cos, ip = quality(x, ggml_roundtrip(x, name), queries)
-    return Row(name, UPSTREAM_BITS[name], None, None, mse, None, cos, ip)
+    from .cache_config import type_bits
+    return Row(name, type_bits(name), None, None, mse, None, cos, ip)

@@ -1,12 +1,14 @@
 """Simulate KV-cache types on a GGUF model (NumPy fake-quant, llama_polar.simulate) and print KLD against f16.
 
-A cache spec is K[/V] followed by modifiers joined with '+':
-    calib        subtract the key means measured on --calib-text (after RoPE, in the cache's basis)
-    onlineN      subtract the mean of the sequence's first N keys, frozen
-    sinkN        the first N tokens' K kept in f16;  sinkkvN: their K and V
-    norot        no Hadamard rotation (LLAMA_ATTN_ROT_DISABLE=1);  noqround: Q not rounded to q8_0 for q4_0/q8_0 K
-e.g. pq46, pq46/pq32+calib+sink1, q4_0+online64+sinkkv2. --types and --variants make the cross product:
-    llama-polar simulate --chunks 4 --types q4_0,pq46 --variants plain,calib,calib+sink1
+A cache is a configuration string with the build's meaning (llama_polar.cache_config): K[/V] then '+' modifiers
+plain, center, calib (centers measured on --calib-text), sinkN; a bare polar type is the build's default (centered
+on the first 64 keys after one sink row, one K and V sink row). The simulator's own experiments:
+    onlineN[fromM] the online center from keys M..N-1     bandX   the center only in RoPE pairs turning <= X rad
+    perpos         the online center taken before RoPE, subtracted and restored per position
+    norot          no Hadamard rotation (LLAMA_ATTN_ROT_DISABLE=1);  noqround: Q not rounded to q8_0 for q4_0/q8_0 K
+e.g. pq46, pq46+plain, pq46/pq32+calib+sink1, q4_0+center+sink1, pq46+perpos. --types and --variants make the
+cross product ("default" is the bare type):
+    llama-polar simulate --chunks 4 --types q4_0,pq46 --variants default,plain,calib
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ def specs(args) -> list[str]:
     out = list(args.cache or [])
     for t in filter(None, (args.types or "").split(",")):
         for v in filter(None, args.variants.split(",")):
-            out.append(t if v == "plain" else f"{t}+{v}")
+            out.append(t if v == "default" else f"{t}+{v}")
     if args.reference and args.reference not in out:
         out.insert(0, args.reference)
     return list(dict.fromkeys(out))
@@ -82,7 +84,8 @@ def main(argv=None, prog=None) -> int:
     ap.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default %(default)s)")
     ap.add_argument("--cache", action="append", help="a cache spec (repeatable)")
     ap.add_argument("--types", help="comma-separated K[/V] types for the cross product with --variants")
-    ap.add_argument("--variants", default="plain", help="comma-separated modifiers (default %(default)s)")
+    ap.add_argument("--variants", default="default",
+                    help="comma-separated modifiers, 'default' for none (default %(default)s)")
     ap.add_argument("--reference", default="q4_0", help="spec the ratios are to, always run (default %(default)s)")
     ap.add_argument("--calib-text", default="stdlib", help="text for 'calib' centers: a file or 'stdlib' (default)")
     ap.add_argument("--calib-chunks", type=int, default=8, help="chunks of the calibration text (default 8)")
