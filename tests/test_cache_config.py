@@ -22,6 +22,9 @@ def test_the_default_of_a_polar_k_cache_is_centered_with_one_sink_row():
     ("q4_0+calib+sink1", {"LLAMA_K_CENTER": "on", "LLAMA_K_CENTERS": "c.gguf", "LLAMA_KV_SINK_ROWS": "1"}, 1),
     ("pq46/pq37+calib", {"LLAMA_K_CENTER": "on", "LLAMA_K_CENTERS": "c.gguf"}, 1),
     ("pq46+sink4", {"LLAMA_KV_SINK_ROWS": "4"}, 4),
+    ("pq46+fixed", {"LLAMA_K_CENTER_MODE": "fixed"}, 1),
+    ("q4_0+center+fixed", {"LLAMA_K_CENTER": "on", "LLAMA_K_CENTER_MODE": "fixed"}, 0),
+    ("pq46+calib+fixed", {"LLAMA_K_CENTER": "on", "LLAMA_K_CENTERS": "c.gguf"}, 1),   # calibrated: fixed anyway
 ])
 def test_modifiers_set_the_environment(spec, env, sink):
     cfg = cache_config.parse(spec)
@@ -48,7 +51,8 @@ def test_bits_are_the_kv_buffer_llama_cpp_logs():
     ("pq46/q9_9", UnknownTypeError, "unknown cache type 'q9_9'"),
     ("pq46+sinks", ValueError, "unknown modifier 'sinks'"),
     ("f16+sink1", ValueError, "sink rows need a quantized K cache, not f16"),
-    ("pq46+perpos", ValueError, "'perpos' is a simulator experiment"),
+    ("pq46+band1", ValueError, "'band1' is a simulator experiment"),
+    ("q4_0+fixed", ValueError, "'fixed' is a way to center keys, and this cache centers none"),
 ])
 def test_bad_specs_are_clear_errors(spec, error, match):
     with pytest.raises(error, match=match):
@@ -61,7 +65,7 @@ def test_calibrated_centers_need_a_file():
 
 
 def test_the_simulator_takes_its_experiments_and_the_build_modifiers():
-    cfg = cache_config.parse("pq46/pq37+sink2+perpos+online32", experiments=True)
-    assert (cfg.sink_rows, cfg.centered, cfg.experiments) == (2, True, ("perpos", "online32"))
-    with pytest.raises(ValueError, match="unknown modifier 'wobble'.*perpos"):
+    cfg = cache_config.parse("pq46/pq37+sink2+fixed+band1+online32", experiments=True)
+    assert (cfg.sink_rows, cfg.centered, cfg.per_position, cfg.experiments) == (2, True, False, ("band1", "online32"))
+    with pytest.raises(ValueError, match="unknown modifier 'wobble'.*bandX"):
         cache_config.parse("pq46+wobble", experiments=True)

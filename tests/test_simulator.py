@@ -166,16 +166,19 @@ def test_score_of_a_run_against_itself():
 
 
 def test_a_configuration_string_means_what_the_build_runs():
-    default = sim.parse_cache_spec("pq46/pq37")       # centered on keys 1..64, one K and V sink row
-    assert (default.center, default.online_from, default.online_keys, default.sink_k, default.sink_v) == \
-        ("online", 1, 65, 1, 1)
+    default = sim.parse_cache_spec("pq46/pq37")       # centered per position on keys 1..64, one K and V sink row
+    assert (default.center, default.center_per_position, default.online_from, default.online_keys, default.sink_k,
+            default.sink_v) == ("online", True, 1, 65, 1, 1)
+    fixed = sim.parse_cache_spec("pq46+fixed")
+    assert (fixed.center, fixed.center_per_position) == ("online", False)
     plain = sim.parse_cache_spec("pq46+plain")
     assert (plain.center, plain.sink_k, plain.sink_v) == (None, 0, 0)
     upstream = sim.parse_cache_spec("q4_0")           # stored as upstream stores it
     assert (upstream.center, upstream.sink_k) == (None, 0)
     f16_v = sim.parse_cache_spec("q4_0/f16+center+sink2")   # an f16 V keeps no exact rows of its own
     assert (f16_v.center, f16_v.online_from, f16_v.sink_k, f16_v.sink_v) == ("online", 2, 2, 0)
-    assert sim.parse_cache_spec("pq46+calib").center == "calib"
+    calib = sim.parse_cache_spec("pq46+calib")        # calibrated centers are fixed ones
+    assert (calib.center, calib.center_per_position) == ("calib", False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -253,9 +256,10 @@ def test_the_simulators_experiments_parse():
     assert (c.type_k, c.type_v, c.center, c.online_keys, c.sink_k, c.sink_v, c.rotate) == \
         ("pq46", "pq32", "online", 16, 2, 2, False)
     assert c.label == "pq46/pq32+online16+sink2+norot"
-    perpos = sim.parse_cache_spec("q4_0+perpos+band1.5+noqround")
-    assert (perpos.center, perpos.center_per_position, perpos.center_band, perpos.round_q) == \
-        ("online", True, 1.5, False)
+    band = sim.parse_cache_spec("q4_0+center+fixed+band1.5+noqround")
+    assert (band.center, band.center_per_position, band.center_band, band.round_q) == ("online", False, 1.5, False)
+    with pytest.raises(ValueError, match="add \\+fixed"):
+        sim.parse_cache_spec("pq46+band1")
     with pytest.raises(ValueError, match="unknown modifier 'wobble'"):
         sim.parse_cache_spec("pq46+wobble")
     with pytest.raises(UnknownTypeError, match="iq4_nl"):

@@ -4,11 +4,15 @@ read configurations through parse(), so one string means the same cache everywhe
 
     K[/V][+modifier...]      e.g. "q4_0+plain", "pq46", "pq46/pq37+calib", "q4_0+calib+sink1"
 
-    (none)   the build's default: a polar K cache is centered (the mean of the first 64 keys after the sink rows)
-             and keeps one exact sink row per sequence; an upstream K type is stored as upstream stores it
+    (none)   the build's default: a polar K cache is centered per position (the mean of the first 64 keys after
+             the sink rows, taken before RoPE; a key at position p is stored minus R(p) c and attention adds q.R(p) c
+             back) and keeps one exact sink row per sequence; an upstream K type is stored as upstream stores it
     plain    no key treatment at all (LLAMA_K_CENTER=off, LLAMA_KV_SINK_ROWS=0): the codec alone
     center   the first keys' mean as centers, for any K type (LLAMA_K_CENTER=on)
-    calib    calibrated centers, for any K type (LLAMA_K_CENTER=on, LLAMA_K_CENTERS=<file of llama_polar.calibrate>)
+    fixed    one center in the cache's basis for every position, as before centers followed RoPE
+             (LLAMA_K_CENTER_MODE=fixed)
+    calib    calibrated centers, for any K type (LLAMA_K_CENTER=on, LLAMA_K_CENTERS=<file of llama_polar.calibrate>);
+             calibrated centers are fixed ones
     sinkN    N exact sink rows per sequence, for any quantized K type (LLAMA_KV_SINK_ROWS=N)
 
 The simulator also takes experiments the build does not have (SIMULATOR_MODIFIERS, parsed only with
@@ -22,11 +26,11 @@ from pathlib import Path
 
 from .type_names import CACHE_TYPES, POLAR_TYPES, UNQUANTIZED, check_types
 
-BUILD_MODIFIERS = "plain, center, calib, sinkN"
-# simulator-only experiments, interpreted by llama_polar.simulate: a window for the online center, a center kept in
-# the slow RoPE pairs only, a center taken before RoPE and restored per position, no rotation, Q not rounded
+BUILD_MODIFIERS = "plain, center, fixed, calib, sinkN"
+# simulator-only experiments, interpreted by llama_polar.simulate: a window for the online center, a fixed center
+# kept in the slow RoPE pairs only, no rotation, Q not rounded
 SIMULATOR_MODIFIERS = {r"online(\d+)(?:from(\d+))?": "onlineN[fromM]", r"band([\d.]+)": "bandX",
-                       "perpos": "perpos", "norot": "norot", "noqround": "noqround"}
+                       "norot": "norot", "noqround": "noqround"}
 ONLINE_KEYS = 64            # the build's online center: the mean of this many keys after the sink rows
 
 
@@ -48,12 +52,18 @@ class CacheConfig:
     type_v: str
     center: str = "default"      # default | off | online | calib
     sink: int | None = None      # exact sink rows per sequence; None: the build's default
+    fixed: bool = False          # LLAMA_K_CENTER_MODE=fixed: one center for every position
     experiments: tuple[str, ...] = ()   # simulator-only modifiers, in the order given
 
     @property
     def centered(self) -> bool:
         """Whether the build centers the keys: as set, else a polar K cache is centered."""
         return self.center in ("online", "calib") or (self.center == "default" and self.type_k in POLAR_TYPES)
+
+    @property
+    def per_position(self) -> bool:
+        """Whether the centers follow RoPE (the build's default for online centers; calibrated ones are fixed)."""
+        return self.centered and self.center != "calib" and not self.fixed
 
     @property
     def sink_rows(self) -> int:
@@ -77,6 +87,8 @@ class CacheConfig:
             env["LLAMA_K_CENTERS"] = str(centers)
         if self.sink is not None:
             env["LLAMA_KV_SINK_ROWS"] = str(self.sink)
+        if self.fixed and self.center != "calib":
+            env["LLAMA_K_CENTER_MODE"] = "fixed"
         return env
 
     def bits(self, n_ctx: int, n_seq: int = 1) -> float:
@@ -105,9 +117,11 @@ def parse(spec: str, experiments: bool = False) -> CacheConfig:
     type_k, _, type_v = types.partition("/")
     type_v = type_v or type_k
     check_types(dict.fromkeys([type_k, type_v]), CACHE_TYPES, "cache type", where=spec)
-    center, sink, extra = "default", None, []
+    center, sink, fixed, extra = "default", None, False, []
     for m in mods:
-        if m in ("plain", "center", "calib"):
+        if m == "fixed":
+            fixed = True
+        elif m in ("plain", "center", "calib"):
             center = {"plain": "off", "center": "online", "calib": "calib"}[m]
             sink = 0 if m == "plain" else sink
         elif (g := re.fullmatch(r"sink(\d+)", m)):
@@ -118,7 +132,10 @@ def parse(spec: str, experiments: bool = False) -> CacheConfig:
             raise _modifier_error(spec, m, experiments)
     if sink and type_k in UNQUANTIZED:
         raise ValueError(f"{spec}: sink rows need a quantized K cache, not {type_k}")
-    return CacheConfig(spec.strip(), type_k, type_v, center, sink, tuple(extra))
+    config = CacheConfig(spec.strip(), type_k, type_v, center, sink, fixed, tuple(extra))
+    if fixed and not config.centered:
+        raise ValueError(f"{spec}: 'fixed' is a way to center keys, and this cache centers none (add +center)")
+    return config
 
 
 def parse_list(specs: str, experiments: bool = False) -> list[CacheConfig]:

@@ -167,14 +167,14 @@ class CacheSim:
                     "config": config}
         if config.centered:
             kw.update(center="calib" if config.center == "calib" else "online",
-                      online_from=sink, online_keys=sink + ONLINE_KEYS)
+                      online_from=sink, online_keys=sink + ONLINE_KEYS, center_per_position=config.per_position)
         for m in config.experiments:
             if (g := re.fullmatch(r"online(\d+)(?:from(\d+))?", m)):
                 kw.update(center="online", online_keys=int(g[1]), online_from=int(g[2] or 0))
             elif (g := re.fullmatch(r"band([\d.]+)", m)):
+                if kw.get("center_per_position"):
+                    raise ValueError(f"{config.spec}: {m} limits a fixed center to slow RoPE pairs: add +fixed")
                 kw["center_band"] = float(g[1])
-            elif m == "perpos":
-                kw.update(center_per_position=True, center=kw.get("center") or "online")
             else:
                 kw[{"norot": "rotate", "noqround": "round_q"}[m]] = False
         return cls(**kw)
@@ -197,7 +197,7 @@ class CacheSim:
 
 def parse_cache_spec(spec: str) -> CacheSim:
     """The simulator's cache for a configuration string: the build's meaning (cache_config) and the simulator's
-    experiments (cache_config.SIMULATOR_MODIFIERS), e.g. pq46/pq32+calib, q4_0+center+sink1, pq46+perpos."""
+    experiments (cache_config.SIMULATOR_MODIFIERS), e.g. pq46/pq32+calib, q4_0+center+sink1, pq46+fixed+band1."""
     return CacheSim.of(cache_config.parse(spec, experiments=True))
 
 
