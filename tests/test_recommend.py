@@ -1,0 +1,83 @@
+"""llama_polar.recommend and `llama-polar recommend`: the lowest KLD within a budget, as a shell fragment."""
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llama_polar import cache_config, recommend
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def row(spec, bits, kld, p999=1.0):
+    return {"type": spec, "bits": bits, "formula_bits": bits, "kld": kld, "kld_p999": p999}
+
+
+REPORT = {"model": "m.gguf", "text": "t.txt", "date": "2026-12-03", "quality": {
+    "long": {"ctx": 8192, "chunks": 2, "rows": [row("f16", 16, 0), row("q4_0", 4.5, 0.06), row("pq46", 4.63, 0.018),
+                                                 row("pq46/pq37", 4.19, 0.025), row("pq42/pq32+fixed", 3.76, 0.05),
+                                                 row("pq46+calib", 4.63, 0.01), row("pq32", 3.25, 0.2)]},
+    "short": {"ctx": 512, "chunks": 8, "rows": [row("f16", 16, 0), row("q4_0", 4.5, 0.5)]}}}
+
+
+@pytest.mark.parametrize("budget,spec", [(16, "pq46"), (4.63, "pq46"), (4.5, "pq46/pq37"), (4.0, "pq42/pq32+fixed"),
+                                         (3.25, "pq32")])
+def test_the_lowest_kld_within_the_budget(budget, spec):
+    best = recommend.choose(recommend.candidates(REPORT), budget)
+    assert best.spec == spec and best.bits <= budget
+
+
+def test_ratios_are_to_q4_0_of_the_long_run_and_calibrated_needs_centers():
+    rows = {r.spec: r for r in recommend.candidates(REPORT)}
+    assert rows["pq46"].vs_q4_0 == pytest.approx(0.3) and "f16" not in rows and "pq46+calib" not in rows
+    assert recommend.choose(recommend.candidates(REPORT, calibrated=True), 5).spec == "pq46+calib"
+
+
+def test_nothing_within_the_budget_is_a_clear_error():
+    with pytest.raises(ValueError, match="no measured configuration fits 3 bits/value: the smallest is pq32 at 3.250"):
+        recommend.choose(recommend.candidates(REPORT), 3)
+
+
+@pytest.mark.parametrize("spec", ["pq46/pq37", "pq42/pq32+fixed", "q4_0+center+sink1", "pq46+plain"])
+def test_the_fragment_is_the_configurations_environment_and_arguments(spec):
+    words = shlex.split(recommend.fragment(spec))
+    cfg = cache_config.parse(spec)
+    env = dict(w.split("=", 1) for w in words if "=" in w)
+    args = [w for w in words if "=" not in w]
+    assert env == cfg.env() and args == ["-ctk", cfg.type_k, "-ctv", cfg.type_v, "-fa", "on"]
+    assert words[:len(env)] == [f"{k}={v}" for k, v in env.items()]      # assignments first
+
+
+def polar(*args):
+    return subprocess.run([sys.executable, "-m", "llama_polar", "recommend", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_command_ends_with_the_fragment(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(REPORT))
+    result = polar("--bits", "3.8", "--report", str(path))
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stderr
+    assert lines[0].startswith("measured: m.gguf, t.txt, 2 chunks of 8192 tokens")
+    assert lines[1] == "pq42/pq32+fixed: 3.760 bits/value, mean KLD 0.0500, 0.83x q4_0's, 99.9th percentile 1.000"
+    assert lines[-1] == "LLAMA_K_CENTER_MODE=fixed -ctk pq42 -ctv pq32 -fa on"
+    worse = polar("--bits", "3.25", "--report", str(path))
+    assert "note: worse than q4_0" in worse.stdout and worse.stdout.splitlines()[-1] == "-ctk pq32 -ctv pq32 -fa on"
+
+
+@pytest.mark.parametrize("args,rc,message", [
+    (["--bits", "0"], 2, "--bits must be positive"),
+    (["--bits", "2", "--report", "README.md"], 2, "not a report of llama-polar report"),
+    (["--bits", "1"], 1, "no measured configuration fits 1 bits/value"),
+])
+def test_bad_budgets_and_files_are_clear_errors(args, rc, message):
+    result = polar(*[str(ROOT / a) if a == "README.md" else a for a in args])
+    assert result.returncode == rc and message in result.stderr, result.stderr
+
+
+def test_the_packaged_measurements_are_the_projects_report():
+    assert recommend.PACKAGED.read_bytes() == (ROOT / "docs" / "report" / "report.json").read_bytes()
