@@ -90,6 +90,16 @@ def test_centers_of_another_model_are_a_clear_error(bin_dir, model_path, tmp_pat
     assert result.returncode != 0 and message in result.stderr, result.stderr[-1500:]
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_centers_with_a_nan_or_infinity_are_a_clear_error(bin_dir, model_path, tmp_path, bad):
+    values = np.zeros((30, 3, 64), np.float32)
+    values[7, 1, 5] = bad
+    path = calibrate.write_centers(tmp_path / "bad.gguf", values, "llama")
+    result = run_tool("llama-completion", "-m", model_path, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on",
+                      "-ctk", "pq46", env={"LLAMA_K_CENTERS": str(path)}, timeout=300)
+    assert result.returncode != 0 and "k_center.7 has a NaN or infinite value" in result.stderr, result.stderr[-1500:]
+
+
 def test_centering_is_the_default_for_polar_k_only(bin_dir, model_path):
     polar = greedy_text(model_path, None, "-n", 4, "-ctk", "pq46", "-ctv", "pq46")
     assert "key centering on" in polar.stderr and "key centers per position" in polar.stderr

@@ -69,6 +69,7 @@ def test_context_shift_moves_the_exact_rows(f32_model):
     ({"LLAMA_KV_SINK_ROWS": "one"}, ("-ctk", "pq46"), "LLAMA_KV_SINK_ROWS must be a whole number from 0 to 1024, not 'one'"),
     ({"LLAMA_KV_SINK_ROWS": "2000"}, ("-ctk", "pq46"), "LLAMA_KV_SINK_ROWS must be a whole number from 0 to 1024"),
     ({"LLAMA_KV_SINK_ROWS": "1"}, ("-ctk", "f16"), "exact sink rows need a quantized K cache of its own, not f16"),
+    ({"LLAMA_KV_SINK_ROWS": "300"}, ("-ctk", "pq46", "-c", "256"), "are more than the 256 cells of the cache"),
 ])
 def test_a_bad_setting_is_a_clear_error(bin_dir, model_path, env, args, message):
     result = run_tool("llama-completion", "-m", model_path, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on", *args,
