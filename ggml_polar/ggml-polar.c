@@ -5,18 +5,18 @@
 #include "ggml-polar.h"
 #include "polar-codec.h"
 
-#include <assert.h>
+#include "polar-check.h"
 
 // The four entry points of ggml-polar.h for one PQ_FOREACH_TYPE entry, over its kind's block codec.
 #define GGML_POLAR_DEFINE_ENTRY_POINTS(name, NAME, kind, ggml_id)                                               \
     void quantize_row_##name##_ref(const float * restrict x, block_##name * restrict y, int64_t k) {            \
-        assert(k % PQ_BLOCK == 0);                                                                              \
+        PQ_REQUIRE(k % PQ_BLOCK == 0);                                                                          \
         for (int64_t ib = 0; ib < k / PQ_BLOCK; ++ib) {                                                         \
             PQ_QUANTIZE_BLOCK_##kind(name, x + ib * PQ_BLOCK, (uint8_t *) (y + ib));                             \
         }                                                                                                       \
     }                                                                                                           \
     void dequantize_row_##name(const block_##name * restrict x, float * restrict y, int64_t k) {                \
-        assert(k % PQ_BLOCK == 0);                                                                              \
+        PQ_REQUIRE(k % PQ_BLOCK == 0);                                                                          \
         for (int64_t ib = 0; ib < k / PQ_BLOCK; ++ib) {                                                         \
             PQ_DECODE_BLOCK_##kind(name, (const uint8_t *) (x + ib), y + ib * PQ_BLOCK);                         \
         }                                                                                                       \
@@ -33,7 +33,7 @@
     }                                                                                                           \
     void ggml_vec_dot_##name##_f32(int n, float * restrict s, size_t bs, const void * restrict vx, size_t bx,   \
                                    const void * restrict vy, size_t by, int nrc) {                              \
-        assert(nrc == 1 && n % PQ_BLOCK == 0);                                                                  \
+        PQ_REQUIRE(nrc == 1 && n % PQ_BLOCK == 0);                                                              \
         (void) bs; (void) bx; (void) by; (void) nrc;                                                            \
         const float * y   = (const float *) vy;                                                                 \
         float         sum = 0.0f;                                                                               \

@@ -38,3 +38,34 @@ def test_codec_is_clean_under_address_and_undefined_sanitizers(tmp_path):
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "0 failures" in run.stdout
+
+
+PRECONDITIONS = ["ref_quantize_row_k", "ref_dequantize_row_k", "ref_vec_dot_nrc", "ref_vec_dot_n", "quantize_row_k",
+                 "quantize_row_partner", "dequantize_row_k", "decode_lanes_n", "decode_lanes_stride",
+                 "decode_tile_stride", "attn_nq_zero", "attn_nq_over", "attn_dk", "attn_dv_zero", "attn_stride",
+                 "attn_no_type", "attn_rows"]
+
+
+@pytest.fixture(scope="module")
+def preconditions(tmp_path_factory):
+    """tests/c/preconditions.c over the reference and SIMD sources, as a Release build (-O2 -DNDEBUG)."""
+    exe = tmp_path_factory.mktemp("pre") / "preconditions"
+    sources = [ROOT / "tests" / "c" / "preconditions.c", SRC / "ggml-polar.c",
+               *sorted((SRC / "cpu").glob("polar-cpu-*.c"))]
+    build = subprocess.run([compiler("cc", "gcc", "clang"), "-std=c11", "-O2", "-DNDEBUG", "-ffp-contract=off",
+                            *WARNINGS, "-I", str(SRC), *map(str, sources), "-lm", "-o", str(exe)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return exe
+
+
+def test_correct_calls_pass_the_checks(preconditions):
+    result = subprocess.run([str(preconditions), "valid"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("case", PRECONDITIONS)
+def test_a_broken_precondition_stops_a_release_build(preconditions, case):
+    result = subprocess.run([str(preconditions), case], capture_output=True, text=True, timeout=60)
+    assert result.returncode == -6 and "ggml_polar: precondition failed" in result.stderr, \
+        (result.returncode, result.stdout, result.stderr)

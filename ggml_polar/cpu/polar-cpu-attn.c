@@ -3,7 +3,7 @@
 // vectorized over the tile's rows.
 #include "polar-cpu-impl.h"
 
-#include <assert.h>
+#include "../polar-check.h"
 #include <math.h>
 
 size_t ggml_polar_cpu_attn_kernel_scratch(int nq, int dk, int dv) {
@@ -160,8 +160,10 @@ static void pq_tile_values(pq_attn_state * st, int r0, int nl, const pq_vf * pro
 
 void ggml_polar_cpu_attn(const struct ggml_polar_cpu_attn_params * p, float * M, float * S, float * acc,
                          float * scratch) {
-    assert(p->nq >= 1 && p->nq <= GGML_POLAR_CPU_ATTN_MAX_Q && p->dk % PQ_BLOCK == 0 && p->dv % PQ_BLOCK == 0);
-    assert(pq_stride_ok(p->k_row_stride) && pq_stride_ok(p->v_row_stride));
+    PQ_REQUIRE(p->k_type && p->v_type && p->q && p->n_rows >= 0);
+    PQ_REQUIRE(p->nq >= 1 && p->nq <= GGML_POLAR_CPU_ATTN_MAX_Q);
+    PQ_REQUIRE(p->dk > 0 && p->dv > 0 && p->dk % PQ_BLOCK == 0 && p->dv % PQ_BLOCK == 0);
+    PQ_REQUIRE(pq_stride_ok(p->k_row_stride) && pq_stride_ok(p->v_row_stride));
     pq_attn_state st = { p, M, S, scratch, { 0 } };
     memset(st.accv, 0, (size_t) p->nq * p->dv * PQ_LANES * sizeof(float));
     for (int h = 0; h < p->nq; ++h) {

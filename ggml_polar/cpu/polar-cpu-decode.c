@@ -5,7 +5,7 @@
 #include "polar-cpu-impl.h"
 #include "polar-codec.h"
 
-#include <assert.h>
+#include "../polar-check.h"
 
 // Every lane's block, as 32-bit words: word k starts at byte min(4k, type_size - 4), so none reads past the block.
 typedef struct {
@@ -150,7 +150,7 @@ const char * ggml_polar_cpu_isa(void) { return PQ_ISA; }
 // ---------------------------------------------------------------------------------------------------------------
 
 void ggml_polar_cpu_decode_lanes(const struct ggml_polar_cpu_type * t, const void * x, size_t stride, int n, float * y) {
-    assert(n >= 1 && n <= PQ_LANES && pq_stride_ok(stride));
+    PQ_REQUIRE(n >= 1 && n <= PQ_LANES && pq_stride_ok(stride));
     pq_vf val[PQ_BLOCK];
     t->lanes((const uint8_t *) x, pq_lane_offsets(stride, n), val);
     for (int v = 0; v < PQ_BLOCK; ++v) {
@@ -162,7 +162,7 @@ void ggml_polar_cpu_decode_lanes(const struct ggml_polar_cpu_type * t, const voi
 static void pq_dot_rows_reference(const struct ggml_polar_cpu_type * t, const uint8_t * rows, size_t row_stride,
                                   int n, int nblk, const float * q, float * scores) {
     const struct ggml_polar_type_info * info = ggml_polar_get_type_info(t->type);
-    assert(info); // a polar type, not a partner
+    PQ_REQUIRE(info); // a polar type, not a partner
     for (int r = 0; r < n; ++r) {
         info->vec_dot(nblk * PQ_BLOCK, &scores[r], 0, rows + (size_t) r * row_stride, 0, q, 0, 1);
     }
@@ -215,7 +215,7 @@ static void pq_store_tile_block(const pq_vf * val, int r0, int nl, int ib, int t
 
 static void pq_decode_tile(const struct ggml_polar_cpu_type * t, const uint8_t * rows, size_t row_stride, int n,
                            int nblk, int transposed, float * y, size_t y_stride) {
-    assert(pq_stride_ok(row_stride));
+    PQ_REQUIRE(pq_stride_ok(row_stride));
     for (int r0 = 0; r0 < n; r0 += PQ_LANES) {
         const int   nl      = pq_min(n - r0, PQ_LANES);
         const pq_vi offsets = pq_lane_offsets(row_stride, nl);
@@ -239,6 +239,6 @@ void ggml_polar_cpu_decode_tile_rows(const struct ggml_polar_cpu_type * t, const
 
 // A row of k values is a tile of k/64 one-block rows, one block apart, written 64 values apart.
 void ggml_polar_cpu_dequantize_row(const struct ggml_polar_cpu_type * t, const void * x, float * y, int64_t k) {
-    assert(k % PQ_BLOCK == 0 && k / PQ_BLOCK <= INT32_MAX);
+    PQ_REQUIRE(k % PQ_BLOCK == 0 && k / PQ_BLOCK <= INT32_MAX);
     ggml_polar_cpu_decode_tile_rows(t, x, (size_t) t->type_size, (int) (k / PQ_BLOCK), 1, y, PQ_BLOCK);
 }

@@ -6,7 +6,7 @@
 #include "polar-cpu-impl.h"
 #include "polar-codec.h"
 
-#include <assert.h>
+#include "../polar-check.h"
 
 // A level reads its nodes' pairs (sq[2j], sq[2j + 1]) PQ_LANES at a time, 2 * PQ_LANES values: a level with fewer
 // nodes than lanes reads past its last pair, into zeros or an earlier level's sums, and stores no code from there.
@@ -165,7 +165,7 @@ PQ_INLINE void pq_key_encode(const float * x, uint8_t * blk) {
 #define PQ_ENCODE_KEY(name)  pq_key_encode(x + ib * PQ_BLOCK, blk + ib * sizeof(block_##name))
 #define PQ_DEFINE_QUANTIZE_ROW(name, NAME, kind, ggml_id)                                  \
     void ggml_polar_cpu_quantize_row_##name(const float * x, void * y, int64_t k) {         \
-        assert(k % PQ_BLOCK == 0);                                                           \
+        PQ_REQUIRE(k % PQ_BLOCK == 0);                                                       \
         uint8_t * blk = (uint8_t *) y;                                                       \
         for (int64_t ib = 0; ib < k / PQ_BLOCK; ++ib) {                                      \
             PQ_ENCODE_##kind(name);                                                          \
@@ -180,6 +180,6 @@ static const pq_quantize_row_fn pq_quantize_rows[GGML_POLAR_TYPE_COUNT] = {
 };
 
 void ggml_polar_cpu_quantize_row(const struct ggml_polar_cpu_type * t, const float * x, void * y, int64_t k) {
-    assert((int) t->type >= 0 && t->type < GGML_POLAR_TYPE_COUNT); // a polar type, not a partner
+    PQ_REQUIRE((int) t->type >= 0 && t->type < GGML_POLAR_TYPE_COUNT); // a polar type, not a partner
     pq_quantize_rows[t->type](x, y, k);
 }
