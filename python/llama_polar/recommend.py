@@ -63,3 +63,21 @@ def fragment(spec: str, centers: Path | str | None = None) -> str:
     cfg = cache_config.parse(spec)
     env = [f"{k}={shlex.quote(v)}" for k, v in cfg.env(centers).items()]
     return " ".join([*env, "-ctk", cfg.type_k, "-ctv", cfg.type_v, "-fa", "on"])
+
+
+BUDGETS = (4.75, 4.25, 3.75, 3.25, 2.75)   # the README's table: about q4_0's size, then the budgets issue 17 sets
+
+
+def table(report: dict, budgets=BUDGETS) -> list[str]:
+    """Markdown rows: for each budget, what choose() picks and its figures (the README's "Choosing a type")."""
+    rows = candidates(report)
+    out = ["| budget, bits/value | run | bits/value | mean KLD | vs q4_0 |", "|---:|---|---:|---:|---:|"]
+    for budget in budgets:
+        try:
+            best = choose(rows, budget)
+        except ValueError:
+            out.append(f"| {budget:g} | nothing measured fits | | | |")
+            continue
+        ratio = f"{best.vs_q4_0:.2f}x" if best.vs_q4_0 is not None else "-"
+        out.append(f"| {budget:g} | `{fragment(best.spec)}` | {best.bits:.3f} | {best.kld:.4f} | {ratio} |")
+    return out

@@ -237,7 +237,8 @@ def quality_runs(report: dict) -> dict:
 
 def readme_tables(report: dict, source: str) -> dict[str, str]:
     """The README's tables, generated from a report (source: its path, for the line that cites it): "quality" (the
-    longest context the report measured) and "speed" (ratios at the deepest depth, and decode at depth 0 vs q4_0)."""
+    longest context the report measured), "speed" (ratios at the deepest depth, and decode at depth 0 vs q4_0) and
+    "choose" (what llama-polar recommend picks for a few budgets)."""
     runs = quality_runs(report)
     run = runs.get("long") or runs["short"]
     bits = "bits" if run is runs.get("long") else "formula_bits"
@@ -253,7 +254,10 @@ def readme_tables(report: dict, source: str) -> dict[str, str]:
             rows.append(f"| {t} | {format_ratio(speed[t, 'pp512', depth]['vs_f16'])} | "
                         f"{format_ratio(speed[t, 'tg64', depth]['vs_f16'])} | "
                         f"{format_ratio(speed[t, 'tg64', 0]['vs_q4_0'])} |")
-    return {"quality": "\n".join(quality), "speed": "\n".join(rows)}
+    from .recommend import table       # recommend reads reports: imported here, not at the top
+    choose = [f"What `llama-polar recommend --bits B` picks from the report below ({run['chunks']} chunks of "
+              f"{run['ctx']} tokens):", "", *table(report)]
+    return {"quality": "\n".join(quality), "speed": "\n".join(rows), "choose": "\n".join(choose)}
 
 
 def sync_readme(readme: str, tables: dict[str, str]) -> str:
