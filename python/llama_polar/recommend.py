@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import cache_config
-from .report import quality_runs
+from .report import headline_run
 
 PACKAGED = Path(__file__).with_name("report.json")
 
@@ -32,15 +32,13 @@ class Candidate:
 
 def measurement(report: dict) -> dict:
     """The report's run the recommendations come from: the long-context one where there is one."""
-    runs = quality_runs(report)
-    return runs.get("long") or runs["short"]
+    return headline_run(report)[0]
 
 
 def candidates(report: dict, calibrated: bool = False) -> list[Candidate]:
     """Every measured cache but f16, with its bits (from the KV buffers at long context, else the formula); those
     with calibrated centers only if calibrated (a user has a centers file of the model)."""
-    run = measurement(report)
-    bits = "bits" if run is quality_runs(report).get("long") else "formula_bits"
+    run, bits = headline_run(report)
     q4_0 = next((r["kld"] for r in run["rows"] if r["type"] == "q4_0"), None)
     return [Candidate(r["type"], r[bits], r["kld"], r.get("kld_p999"), r["kld"] / q4_0 if q4_0 else None)
             for r in run["rows"]

@@ -235,13 +235,20 @@ def quality_runs(report: dict) -> dict:
     return {"short": {"ctx": SHORT_CTX, "chunks": report["chunks"], "rows": rows}}
 
 
+def headline_run(report: dict) -> tuple[dict, str]:
+    """The run the README and recommend quote (the long-context one where there is one) and its rows' bits column:
+    from the KV buffers at long context, from the formula otherwise."""
+    runs = quality_runs(report)
+    if "long" in runs:
+        return runs["long"], "bits"
+    return runs["short"], "formula_bits"
+
+
 def readme_tables(report: dict, source: str) -> dict[str, str]:
     """The README's tables, generated from a report (source: its path, for the line that cites it): "quality" (the
     longest context the report measured), "speed" (ratios at the deepest depth, and decode at depth 0 vs q4_0) and
     "choose" (what llama-polar recommend picks for a few budgets)."""
-    runs = quality_runs(report)
-    run = runs.get("long") or runs["short"]
-    bits = "bits" if run is runs.get("long") else "formula_bits"
+    run, bits = headline_run(report)
     quality = [f"From [{source}]({source}) ({report['date']}, {report['model']}, {report['text']}, "
                f"{run['chunks']} chunks of {run['ctx']} tokens):", "", *quality_table(run["rows"], bits)]
     depth = max(r["depth"] for r in report["speed"])
