@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import llama_polar
-from llama_polar import models, native, paths, texts
+from llama_polar import models, native, paths, perplexity, texts
 
 ROOT = paths.ROOT
 TYPE_NAMES = list(llama_polar.TYPES)
@@ -220,6 +220,17 @@ def f32_model(bin_dir, model_path):
         assert result.returncode == 0, result.stderr[-2000:]
         tmp.rename(out)
     return out
+
+
+F32_BASE_CHUNKS = 2
+
+
+@pytest.fixture(scope="session")
+def f32_base(f32_model, text_path, tmp_path_factory):
+    """Logits of the F32 model with an f32 cache, over F32_BASE_CHUNKS chunks of 512 tokens of the text."""
+    base = tmp_path_factory.mktemp("f32-base") / "f32.kld"
+    perplexity.base_logits(f32_model, text_path, F32_BASE_CHUNKS, base, cache="f32", timeout=900)
+    return base
 
 
 def greedy_text(model, env, *args, prompt: str = "The quick brown fox") -> subprocess.CompletedProcess:

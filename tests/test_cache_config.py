@@ -25,6 +25,8 @@ def test_the_default_of_a_polar_k_cache_is_centered_with_one_sink_row():
     ("pq46+fixed", {"LLAMA_K_CENTER_MODE": "fixed"}, 1),
     ("q4_0+center+fixed", {"LLAMA_K_CENTER": "on", "LLAMA_K_CENTER_MODE": "fixed"}, 0),
     ("pq46+calib+fixed", {"LLAMA_K_CENTER": "on", "LLAMA_K_CENTERS": "c.gguf"}, 1),   # calibrated: fixed anyway
+    ("pq46/pq37+recent64", {"LLAMA_KV_RECENT_ROWS": "64"}, 1),
+    ("q4_0+recent128", {"LLAMA_KV_RECENT_ROWS": "128"}, 0),
 ])
 def test_modifiers_set_the_environment(spec, env, sink):
     cfg = cache_config.parse(spec)
@@ -36,6 +38,15 @@ def test_bits_count_v_rows_only_for_a_quantized_v():
     assert split.bits(4096) == pytest.approx((4.625 + 3.75) / 2 + (2 * 16 + 32 + 2 * 16) / 8192)
     f16_v = cache_config.parse("pq46/f16")
     assert f16_v.bits(512) == pytest.approx((4.625 + 16) / 2 + (2 * 16 + 32) / 1024)
+
+
+def test_bits_count_the_recent_window_of_every_sequence():
+    # per sequence: one sink row and 64 recent rows on each side, with the scratch row; K's f32 centers
+    recent = cache_config.parse("pq46/pq37+recent64")
+    assert recent.exact_rows == (65, 65)
+    cells = 8192 * 2
+    assert recent.bits(8192, n_seq=2) == pytest.approx((4.625 + 3.75) / 2 + (2 * 16 * (65 * 2 + 1) + 32) / (2 * cells))
+    assert cache_config.parse("pq46/f16+recent64").exact_rows == (65, 0)
 
 
 def test_bits_are_the_kv_buffer_llama_cpp_logs():
@@ -51,6 +62,8 @@ def test_bits_are_the_kv_buffer_llama_cpp_logs():
     ("pq46/q9_9", UnknownTypeError, "unknown cache type 'q9_9'"),
     ("pq46+sinks", ValueError, "unknown modifier 'sinks'"),
     ("f16+sink1", ValueError, "sink rows need a quantized K cache, not f16"),
+    ("f16+recent64", ValueError, "a recent window needs a quantized K cache, not f16"),
+    ("pq46+recent", ValueError, "unknown modifier 'recent'"),
     ("pq46+band1", ValueError, "'band1' is a simulator experiment"),
     ("q4_0+fixed", ValueError, "'fixed' is a way to center keys, and this cache centers none"),
 ])

@@ -264,6 +264,8 @@ def test_the_simulators_experiments_parse():
         sim.parse_cache_spec("pq46+wobble")
     with pytest.raises(UnknownTypeError, match="iq4_nl"):
         sim.parse_cache_spec("iq4_nl")
+    with pytest.raises(ValueError, match="has no recent window"):
+        sim.parse_cache_spec("pq46+recent64")
 
 
 # ---------------------------------------------------------------------------------------------------------------

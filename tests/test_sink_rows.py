@@ -10,24 +10,16 @@ that checks the bookkeeping end to end (writes, the cell of every row, the tiled
 import numpy as np
 import pytest
 
-from conftest import greedy_text, run_tool
+from conftest import F32_BASE_CHUNKS, greedy_text, run_tool
 from llama_polar import perplexity
 
-CHUNKS = 2
+CHUNKS = F32_BASE_CHUNKS
 NO_SINK = {"LLAMA_KV_SINK_ROWS": "0"}
 
 
 def all_exact(ctx: int) -> dict:
     """Every position of a context of ctx tokens per sequence exact (more sink rows than cells is an error)."""
     return {"LLAMA_KV_SINK_ROWS": str(ctx)}
-
-
-@pytest.fixture(scope="session")
-def f32_base(f32_model, text_path, tmp_path_factory):
-    """Logits of the F32 model with an f32 cache."""
-    base = tmp_path_factory.mktemp("sink") / "f32.kld"
-    perplexity.base_logits(f32_model, text_path, CHUNKS, base, cache="f32", timeout=900)
-    return base
 
 
 def test_every_row_exact_makes_a_polar_cache_an_f16_cache(f32_model, text_path, f32_base):

@@ -14,6 +14,8 @@ read configurations through parse(), so one string means the same cache everywhe
     calib    calibrated centers, for any K type (LLAMA_K_CENTER=on, LLAMA_K_CENTERS=<file of llama_polar.calibrate>);
              calibrated centers are fixed ones
     sinkN    N exact sink rows per sequence, for any quantized K type (LLAMA_KV_SINK_ROWS=N)
+    recentN  an exact recent window: the last N positions of every sequence keep f16 rows, for any quantized K type
+             (LLAMA_KV_RECENT_ROWS=N)
 
 The simulator also takes experiments the build does not have (SIMULATOR_MODIFIERS, parsed only with
 experiments=True): the modifiers above keep their meaning there.
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from .type_names import CACHE_TYPES, POLAR_TYPES, UNQUANTIZED, check_types
 
-BUILD_MODIFIERS = "plain, center, fixed, calib, sinkN"
+BUILD_MODIFIERS = "plain, center, fixed, calib, sinkN, recentN"
 # simulator-only experiments, interpreted by llama_polar.simulate: a window for the online center, a fixed center
 # kept in the slow RoPE pairs only, no rotation, Q not rounded
 SIMULATOR_MODIFIERS = {r"online(\d+)(?:from(\d+))?": "onlineN[fromM]", r"band([\d.]+)": "bandX",
@@ -53,6 +55,7 @@ class CacheConfig:
     center: str = "default"      # default | off | online | calib
     sink: int | None = None      # exact sink rows per sequence; None: the build's default
     fixed: bool = False          # LLAMA_K_CENTER_MODE=fixed: one center for every position
+    recent: int = 0              # exact recent rows per sequence (LLAMA_KV_RECENT_ROWS)
     experiments: tuple[str, ...] = ()   # simulator-only modifiers, in the order given
 
     @property
@@ -77,6 +80,11 @@ class CacheConfig:
         """Sink rows of V: V keeps its exact rows only where it is quantized."""
         return 0 if self.type_v in UNQUANTIZED else self.sink_rows
 
+    @property
+    def exact_rows(self) -> tuple[int, int]:
+        """Exact f16 rows per sequence of K and of V: the sink rows and the recent window (V's where V is quantized)."""
+        return self.sink_rows + self.recent, 0 if self.type_v in UNQUANTIZED else self.sink_rows + self.recent
+
     def env(self, centers: Path | str | None = None) -> dict[str, str]:
         """The environment of a tool run with this configuration (centers: the calibrated centers' file)."""
         env = {"default": {}, "off": {"LLAMA_K_CENTER": "off"}, "online": {"LLAMA_K_CENTER": "on"},
@@ -89,16 +97,19 @@ class CacheConfig:
             env["LLAMA_KV_SINK_ROWS"] = str(self.sink)
         if self.fixed and self.center != "calib":
             env["LLAMA_K_CENTER_MODE"] = "fixed"
+        if self.recent:
+            env["LLAMA_KV_RECENT_ROWS"] = str(self.recent)
         return env
 
     def bits(self, n_ctx: int, n_seq: int = 1) -> float:
         """Bits per cached value (K and V, equal head sizes) of n_seq sequences of n_ctx positions, as llama.cpp
-        allocates them: per layer, the quantized rows; each side's exact rows (sink rows of every sequence and one
-        scratch row, f16); the K centers (one f32 row)."""
+        allocates them: per layer, the quantized rows; each side's exact rows (sink rows and recent window of every
+        sequence and one scratch row, f16); the K centers (one f32 row)."""
         cells = n_ctx * n_seq
         exact = lambda n: 16.0 * (n * n_seq + 1) if n else 0.0  # noqa: E731
-        k = cells * type_bits(self.type_k) + exact(self.sink_rows) + (32.0 if self.centered else 0.0)
-        v = cells * type_bits(self.type_v) + exact(self.v_sink_rows)
+        exact_k, exact_v = self.exact_rows
+        k = cells * type_bits(self.type_k) + exact(exact_k) + (32.0 if self.centered else 0.0)
+        v = cells * type_bits(self.type_v) + exact(exact_v)
         return (k + v) / (2 * cells)
 
 
@@ -117,7 +128,7 @@ def parse(spec: str, experiments: bool = False) -> CacheConfig:
     type_k, _, type_v = types.partition("/")
     type_v = type_v or type_k
     check_types(dict.fromkeys([type_k, type_v]), CACHE_TYPES, "cache type", where=spec)
-    center, sink, fixed, extra = "default", None, False, []
+    center, sink, fixed, recent, extra = "default", None, False, 0, []
     for m in mods:
         if m == "fixed":
             fixed = True
@@ -126,13 +137,17 @@ def parse(spec: str, experiments: bool = False) -> CacheConfig:
             sink = 0 if m == "plain" else sink
         elif (g := re.fullmatch(r"sink(\d+)", m)):
             sink = int(g[1])
+        elif (g := re.fullmatch(r"recent(\d+)", m)):
+            recent = int(g[1])
         elif experiments and any(re.fullmatch(p, m) for p in SIMULATOR_MODIFIERS):
             extra.append(m)
         else:
             raise _modifier_error(spec, m, experiments)
     if sink and type_k in UNQUANTIZED:
         raise ValueError(f"{spec}: sink rows need a quantized K cache, not {type_k}")
-    config = CacheConfig(spec.strip(), type_k, type_v, center, sink, fixed, tuple(extra))
+    if recent and type_k in UNQUANTIZED:
+        raise ValueError(f"{spec}: a recent window needs a quantized K cache, not {type_k}")
+    config = CacheConfig(spec.strip(), type_k, type_v, center, sink, fixed, recent, tuple(extra))
     if fixed and not config.centered:
         raise ValueError(f"{spec}: 'fixed' is a way to center keys, and this cache centers none (add +center)")
     return config

@@ -97,9 +97,17 @@ def base_logits(model, text, chunks: int, base: Path | str, **kwargs) -> float:
 
 def kl_divergence(model, text, chunks: int, base: Path | str, type_k: str, type_v: str | None = None, *,
                   threads: int = 2, timeout: float | None = None, env: dict | None = None,
-                  ctx: int = 512) -> Divergence:
+                  ctx: int = 512, args: tuple = ()) -> Divergence:
     """Runs a type_k/type_v cache (type_v defaults to type_k) against the base logits of the same text, chunks and
-    ctx. env: extra environment for the run (e.g. {"LLAMA_K_CENTER": "off"})."""
-    log = _run(model, text, chunks, base, ["-ctk", type_k, "-ctv", type_v or type_k, "--kl-divergence"], threads,
-               timeout, env, ctx)
-    return parse_divergence(log)
+    ctx. env: extra environment for the run (e.g. {"LLAMA_K_CENTER": "off"}); args: more llama-perplexity
+    arguments (e.g. ("-ub", "64"))."""
+    return parse_divergence(divergence_log(model, text, chunks, base, type_k, type_v, threads=threads,
+                                           timeout=timeout, env=env, ctx=ctx, args=args))
+
+
+def divergence_log(model, text, chunks: int, base: Path | str, type_k: str, type_v: str | None = None, *,
+                   threads: int = 2, timeout: float | None = None, env: dict | None = None, ctx: int = 512,
+                   args: tuple = ()) -> str:
+    """kl_divergence's run, its whole log (stdout and stderr) returned."""
+    return _run(model, text, chunks, base, ["-ctk", type_k, "-ctv", type_v or type_k, "--kl-divergence",
+                                            *map(str, args)], threads, timeout, env, ctx)

@@ -162,6 +162,9 @@ class CacheSim:
         """The mechanics of a configuration, as the build runs it, with the simulator's experiments applied."""
         if isinstance(config, str):
             config = cache_config.parse(config, experiments=True)
+        if config.recent:
+            raise ValueError(f"{config.spec}: the simulator scores a whole chunk at once and has no recent window "
+                             "(measure it with llama-perplexity: llama-polar report)")
         sink = config.sink_rows
         kw: dict = {"type_k": config.type_k, "type_v": config.type_v, "sink_k": sink, "sink_v": config.v_sink_rows,
                     "config": config}

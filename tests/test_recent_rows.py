@@ -1,0 +1,142 @@
+"""An exact recent window (patch 0014, LLAMA_KV_RECENT_ROWS=N): the last N positions of every sequence keep their K
+(and a quantized V) in f16 in the exact-row slots beside the sink rows, and flash attention reads those rows; a
+position goes back to its quantized row when the window moves past it.
+
+The window is the sequence's last N positions once a ubatch is applied: in decode every step reads its last N keys
+exact; in batched prompt processing a ubatch's earlier tokens read the rows it quantizes, so the window buys most
+when it covers a ubatch (-ub) or more.
+"""
+import os
+import re
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import F32_BASE_CHUNKS, greedy_text, run_tool
+from llama_polar import perplexity
+from test_server import free_port, request, serving
+
+CHUNKS = F32_BASE_CHUNKS
+
+
+def window(n: int, sink: int = 0) -> dict:
+    return {"LLAMA_KV_RECENT_ROWS": str(n), "LLAMA_KV_SINK_ROWS": str(sink)}
+
+
+def test_a_window_over_the_whole_context_makes_a_polar_cache_an_f16_cache(f32_model, text_path, f32_base):
+    f16 = perplexity.kl_divergence(f32_model, text_path, CHUNKS, f32_base, "f16", timeout=900)
+    polar = perplexity.kl_divergence(f32_model, text_path, CHUNKS, f32_base, "pq46", timeout=900, env=window(0))
+    exact = perplexity.kl_divergence(f32_model, text_path, CHUNKS, f32_base, "pq46", timeout=900, env=window(512))
+    # as with every row a sink row (test_sink_rows.py): f16 rounding of k - c against f16 rounding of k
+    assert abs(exact.kld) <= 2 * abs(f16.kld) + 1e-6 and exact.kld_p999 <= 2 * f16.kld_p999 + 1e-6, (f16, exact)
+    assert exact.kld < 0.02 * polar.kld, (polar, exact)
+
+
+def test_the_window_moves_with_the_ubatches(model_path, text_path, tmp_path):
+    """-ub 64 with a window of 64: each ubatch's rows replace the last one's, in the slots the last one freed (a
+    sequence that kept its old rows would run out of slots, which the debug log says)."""
+    base = tmp_path / "f16.kld"
+    perplexity.base_logits(model_path, text_path, 4, base, timeout=900)
+    run = lambda env: perplexity.divergence_log(model_path, text_path, 4, base, "pq46", timeout=900,  # noqa: E731
+                                                env=env, args=("-ub", 64, "-v"))
+    none, recent = run(window(0, sink=1)), run(window(64, sink=1))
+    assert "exact recent rows: the last 64 positions of every sequence keep their K and V in f16" in recent
+    assert "no free exact sink row" not in recent
+    # measured: 0.0200 without the window, 0.0070 with it (4 chunks of Paradise Lost)
+    kld_none, kld_recent = (perplexity.parse_divergence(log).kld for log in (none, recent))
+    assert kld_recent < 0.5 * kld_none, (kld_none, kld_recent)
+
+
+def test_decode_keeps_the_window_exact_and_frees_what_it_leaves(model_path):
+    """300 tokens of decode with a window of 16: every step takes a row its sequence freed."""
+    result = greedy_text(model_path, window(16, sink=1), "-n", 300, "--ignore-eos", "-ctk", "pq46", "-ctv", "pq46")
+    assert "exact recent rows: the last 16 positions" in result.stderr
+    assert "no free exact sink row" not in result.stderr
+    assert len(result.stdout) > 300
+
+
+def test_context_shift_moves_the_window(f32_model):
+    """Past the context (-c 128, padded to 256 cells) the cache is shifted, window rows included: with the window
+    over every cell the greedy text is the f16 cache's."""
+    args = ("-n", 300, "-c", 128, "--context-shift", "--ignore-eos", "-ctv", "f16")
+    f16 = greedy_text(f32_model, None, *args, "-ctk", "f16")
+    exact = greedy_text(f32_model, window(256), *args, "-ctk", "pq46")
+    assert "applying K-shift" in exact.stderr and "exact recent rows" in exact.stderr
+    assert exact.stdout == f16.stdout
+
+
+@pytest.mark.parametrize("env,args,message", [
+    ({"LLAMA_KV_RECENT_ROWS": "some"}, ("-ctk", "pq46"), "LLAMA_KV_RECENT_ROWS must be a whole number from 0 to the "
+                                                         "context size, not 'some'"),
+    ({"LLAMA_KV_RECENT_ROWS": "-1"}, ("-ctk", "pq46"), "LLAMA_KV_RECENT_ROWS must be a whole number"),
+    ({"LLAMA_KV_RECENT_ROWS": "16"}, ("-ctk", "f16"), "exact recent rows need a quantized K cache of its own, not f16"),
+    ({"LLAMA_KV_RECENT_ROWS": "256"}, ("-ctk", "pq46", "-c", "256"),
+     "with 1 sink rows, 257 exact rows (257 per sequence) are more than the 256 cells of the cache"),
+])
+def test_a_bad_setting_is_a_clear_error(bin_dir, model_path, env, args, message):
+    result = run_tool("llama-completion", "-m", model_path, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on", *args,
+                      env=env, timeout=300)
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-1500:]
+
+
+def _context(monkeypatch, model_path, recent: str):
+    import llama_polar.llama as llama
+    monkeypatch.setenv("LLAMA_KV_RECENT_ROWS", recent)      # read when the context is created
+    return llama.Llama(model_path=str(model_path), n_ctx=256, type_k="pq46", type_v="pq46", flash_attn=True,
+                       verbose=False)
+
+
+def _next_logits(llm, token: int):
+    llm.eval([token])
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
+
+
+def test_a_state_keeps_its_window(bin_dir, model_path, monkeypatch):
+    """A state saved after the window has moved (40 positions, a window of 8) restores its rows: the next logits are
+    bit-identical to the saving context's, and a context with another window refuses the state."""
+    prompt = b"Once upon a time, in a land far away, there lived a king who had three daughters, and the youngest"
+    first = _context(monkeypatch, model_path, "8")
+    tokens = first.tokenize(prompt)
+    assert len(tokens) > 16
+    for t in tokens:                                   # decode: the window moves a position at a time
+        first.eval([t])
+    state = first.save_state()
+    token = first.tokenize(b" one", add_bos=False)[0]
+    expected = _next_logits(first, token)
+    assert np.isfinite(expected).all() and expected.std() > 0.1
+
+    restored = _context(monkeypatch, model_path, "8")
+    restored.load_state(state)
+    np.testing.assert_array_equal(_next_logits(restored, token), expected)
+
+    # the control: without the window the same tokens give other logits
+    plain = _context(monkeypatch, model_path, "0")
+    for t in tokens:
+        plain.eval([t])
+    assert not np.array_equal(_next_logits(plain, token), expected)
+
+    with pytest.raises(RuntimeError, match="Failed to set llama state data"):
+        _context(monkeypatch, model_path, "16").load_state(state)
+
+
+def test_server_slots_share_the_window_rows(bin_dir, model_path, tmp_path):
+    """Four slots decoding together, each with its own window of 16 rows."""
+    port = free_port()
+    cmd = [str(bin_dir / "llama-server"), "-m", str(model_path), "--host", "127.0.0.1", "--port", str(port),
+           "--parallel", "4", "-c", "2048", "-ctk", "pq46", "-ctv", "pq37", "-fa", "on", "-t", "2", "-v"]
+    results = [None] * 4
+    with serving(cmd, port, tmp_path / "server.log", "/health", env=dict(os.environ, **window(16, sink=1))):
+        def run(i):
+            results[i] = request(port, "/completion", {"prompt": f"Story number {i}: once", "n_predict": 48,
+                                                        "temperature": 0, "ignore_eos": True, "cache_prompt": False})
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    log = (tmp_path / "server.log").read_text()
+    assert all(r is not None and r[0] == 200 and r[1]["tokens_predicted"] == 48 for r in results), results
+    assert "exact recent rows: the last 16 positions of every sequence" in log
+    assert "no free exact sink row" not in log
+    assert len({int(s) for s in re.findall(r"slot\s+launch_slot_: id\s+(\d+)", log)}) > 1
