@@ -31,6 +31,8 @@ def test_summary_counts_failures_and_percentiles():
     assert (s["ok"], s["failed"], s["errors"]) == (2, 1, ["HTTP 500: boom"])
     assert math.isclose(s["ttft_p50"], 0.2) and math.isclose(s["token_p50"], 0.02)
     assert math.isclose(s["tokens_per_s"], 2.5)
+    left = loadtest.summarize(results + [loadtest.Result(ok=False, dropped=True, tokens=4)], seconds=2.0)
+    assert (left["ok"], left["failed"], left["dropped"]) == (2, 1, 1)    # a client that left is not a failure
 
 
 def test_the_steady_rss_is_the_first_sample_after_the_warm_up(monkeypatch):
@@ -118,3 +120,28 @@ def test_server_refuses_a_state_file_from_another_cache_or_a_truncated_one(bin_d
         assert status == 400 and "invalid slot save file" in body
         assert server.wait_for_log("error loading sequence state file"), server.log_text()[-2000:]  # the reason
         assert asyncio.run(loadtest._one(server.url, {"prompt": "Hello", "n_predict": 4, "stream": True})).ok
+
+
+def test_clients_that_leave_mid_stream_free_their_slots(bin_dir, model_path, text_path):
+    """Eight clients ask for endless generations and leave after 1-16 tokens while three others are served: no
+    request fails, and once the load stops every slot is idle (the server's /slots) and the RSS is back at its idle
+    value."""
+    text = text_path.read_text()
+    with loadtest.Server(model_path, "pq46", "pq37", parallel=4, ctx=1024) as server:
+        warm = asyncio.run(loadtest._one(server.url, {"prompt": "Hello", "n_predict": 4, "stream": True}))
+        assert warm.ok, warm.error
+        rss_idle = server.rss_mib()
+
+        async def load_and_leave():
+            return await asyncio.gather(
+                loadtest.drive(server.url, 3, 15, loadtest.mixed_requests(text, 256)),
+                loadtest.leaving_clients(server.url, [text[i * 300:i * 300 + 200] for i in range(8)], seed=1))
+
+        stats, left = asyncio.run(load_and_leave())
+        busy = asyncio.run(loadtest.busy_slots(server.url, grace=loadtest.DROP_GRACE))
+        rss_end = server.rss_mib()
+        assert server.alive(), server.log_text()[-3000:]
+    assert stats["failed"] == 0 and stats["ok"] >= 3, stats
+    assert len(left) == 8 and all(r.dropped and 1 <= r.tokens <= 16 for r in left), left
+    assert busy == 0, "slots still generating for clients that left"
+    assert rss_end - rss_idle < 64, (rss_idle, rss_end)    # MiB

@@ -36,6 +36,7 @@ class Result:
     ttft: float | None = None                     # seconds from the request to its first generated text
     gaps: list[float] = field(default_factory=list)  # seconds between successive streamed tokens
     tokens: int = 0
+    dropped: bool = False                         # the client left mid-stream on purpose (leaving_clients)
 
 
 def free_port() -> int:
@@ -137,8 +138,9 @@ def mixed_requests(text: str, slot_ctx: int, seed: int = 0) -> list[dict]:
     return out
 
 
-async def one_request(session, url: str, body: dict) -> Result:
-    """One streamed /completion: ok when it ends with a stop event and no error."""
+async def one_request(session, url: str, body: dict, drop_after: int | None = None) -> Result:
+    """One streamed /completion: ok when it ends with a stop event and no error. drop_after: the client closes the
+    connection after that many tokens (a user who leaves), the result marked dropped."""
     import aiohttp
     t0 = time.monotonic()
     last = None
@@ -162,6 +164,9 @@ async def one_request(session, url: str, body: dict) -> Result:
                         res.gaps.append(now - last)
                     last = now
                     res.tokens += 1
+                    if drop_after is not None and res.tokens >= drop_after:
+                        res.dropped = True
+                        return res      # leaving the block closes the connection (force_close: never pooled)
                 if event.get("stop"):
                     res.ok = True
                     return res
@@ -193,6 +198,26 @@ async def drive(url: str, clients: int, duration: float, requests: list[dict]) -
     return summarize(results, time.monotonic() - t0)
 
 
+async def leaving_clients(url: str, prompts: list[str], seed: int = 0) -> list[Result]:
+    """One client per prompt, two at a time, each asking for an endless generation and leaving after a random
+    number of tokens (1-16): a server that does not notice keeps their slots busy."""
+    import aiohttp
+    rng = np.random.default_rng(seed)
+    pending = [(p, int(rng.integers(1, 17))) for p in prompts]
+    results: list[Result] = []
+
+    async def client(session):
+        while pending:
+            prompt, drop_after = pending.pop()
+            body = {"prompt": prompt, "n_predict": 100000, "stream": True, "ignore_eos": True, "cache_prompt": False}
+            results.append(await one_request(session, url, body, drop_after))
+
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300), connector=connector) as session:
+        await asyncio.gather(client(session), client(session))
+    return results
+
+
 async def drive_sampling_rss(server: "Server", clients: int, duration: float, requests: list[dict],
                              every: float = 10.0, steady_after: float = 60.0) -> dict:
     """drive() with the server's RSS sampled every `every` seconds: rss_samples [(seconds, MiB)], and rss_1min, the
@@ -217,13 +242,15 @@ async def drive_sampling_rss(server: "Server", clients: int, duration: float, re
 
 def summarize(results: list[Result], seconds: float) -> dict:
     ok = [r for r in results if r.ok]
+    failed = [r for r in results if not r.ok and not r.dropped]
     ttft = [r.ttft for r in ok if r.ttft is not None]
     gaps = [g for r in ok for g in r.gaps]
 
     def pct(values, q):
         return float(np.percentile(values, q)) if values else float("nan")
 
-    return {"ok": len(ok), "failed": len(results) - len(ok), "errors": sorted({r.error for r in results if not r.ok}),
+    return {"ok": len(ok), "failed": len(failed), "dropped": sum(r.dropped for r in results),
+            "errors": sorted({r.error for r in failed}),
             "ttft_p50": pct(ttft, 50), "ttft_p95": pct(ttft, 95), "token_p50": pct(gaps, 50),
             "token_p95": pct(gaps, 95), "tokens_per_s": sum(r.tokens for r in ok) / seconds, "seconds": seconds}
 
@@ -288,6 +315,20 @@ async def bad_requests(url: str, slot_ctx: int, text: str) -> dict[str, tuple[in
 
 
 DROP_GRACE = 10.0   # seconds a server has to free the slot of a dropped stream
+
+
+async def busy_slots(url: str, grace: float = 0.0) -> int:
+    """How many slots the server's /slots says are processing, once they are all idle or `grace` seconds have
+    passed."""
+    import aiohttp
+    deadline = time.monotonic() + grace
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        while True:
+            async with session.get(f"{url}/slots") as r:
+                busy = sum(bool(s["is_processing"]) for s in await r.json())
+            if busy == 0 or time.monotonic() >= deadline:
+                return busy
+            await asyncio.sleep(0.2)
 
 
 async def _slot_task(session, url: str, slot: int) -> int | None:
