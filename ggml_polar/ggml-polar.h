@@ -13,6 +13,7 @@
 
 #include "polar-blocks.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,6 +69,10 @@ struct ggml_polar_type_info {
 };
 
 int ggml_polar_type_count(void);
+// Whether nbytes of type ggml_id (a PQ_FOREACH_TYPE id) are whole blocks whose radii are finite: what
+// ggml_validate_row_data checks of a polar row (an fp16 radius of Inf or NaN decodes to non-finite values; an 8-bit
+// log norm is finite whatever its bits). False for an id that is not a polar type.
+bool ggml_polar_validate_row_data(int ggml_id, const void * data, size_t nbytes);
 // i is an enum ggml_polar_type; NULL when it is out of range.
 const struct ggml_polar_type_info * ggml_polar_get_type_info(int i);
 
