@@ -50,8 +50,8 @@ def test_f16_cache_centered_differs_only_by_f16_rounding(f32_model, text_path, f
 def centers_file(model_path, tmp_path_factory):
     """SmolLM2's key centers calibrated over 2 x 512 tokens of Python docstrings (llama_polar.calibrate)."""
     out = tmp_path_factory.mktemp("centers") / "smollm2.k-centers.gguf"
-    centers, arch = calibrate.key_centers(model_path, chunks=2, progress=False)
-    return calibrate.write_centers(out, centers, arch, "stdlib docstrings, 2 x 512 tokens")
+    centers, model = calibrate.key_centers(model_path, chunks=2, progress=False)
+    return calibrate.write_centers(out, centers, model, "stdlib docstrings, 2 x 512 tokens")
 
 
 def test_the_centers_file_round_trips(centers_file):
@@ -79,12 +79,17 @@ def test_centering_lowers_the_kld_of_polar_and_q4_0_caches(model_path, text_path
     assert kld["q4_0", "calibrated"] < 0.9 * kld["q4_0", "off"], kld
 
 
-@pytest.mark.parametrize("arch,layers,message", [
-    ("gemma3", 30, "not key centers of a llama model"),
-    ("llama", 2, "no k_center.2 of 192 F32 values"),
+@pytest.mark.parametrize("arch,fingerprint,layers,message", [
+    ("gemma3", None, 30, "not key centers of a llama model"),
+    ("llama", "0123456789abcdef", 30, "calibrated for another model (other.gguf, K fingerprint 0123456789abcdef; "
+                                      "this model's is "),
+    ("llama", None, 2, "no k_center.2 of 192 F32 values"),
 ])
-def test_centers_of_another_model_are_a_clear_error(bin_dir, model_path, tmp_path, arch, layers, message):
-    path = calibrate.write_centers(tmp_path / "other.gguf", np.zeros((layers, 3, 64), np.float32), arch)
+def test_centers_of_another_model_are_a_clear_error(bin_dir, model_path, tmp_path, arch, fingerprint, layers,
+                                                    message):
+    own = calibrate.model_identity(model_path)
+    model = calibrate.ModelIdentity(arch, fingerprint or own.fingerprint, "other.gguf")
+    path = calibrate.write_centers(tmp_path / "other.gguf", np.zeros((layers, 3, 64), np.float32), model)
     result = run_tool("llama-completion", "-m", model_path, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on",
                       "-ctk", "pq46", env={"LLAMA_K_CENTERS": str(path)}, timeout=300)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-1500:]
@@ -94,10 +99,20 @@ def test_centers_of_another_model_are_a_clear_error(bin_dir, model_path, tmp_pat
 def test_centers_with_a_nan_or_infinity_are_a_clear_error(bin_dir, model_path, tmp_path, bad):
     values = np.zeros((30, 3, 64), np.float32)
     values[7, 1, 5] = bad
-    path = calibrate.write_centers(tmp_path / "bad.gguf", values, "llama")
+    path = calibrate.write_centers(tmp_path / "bad.gguf", values, calibrate.model_identity(model_path))
     result = run_tool("llama-completion", "-m", model_path, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on",
                       "-ctk", "pq46", env={"LLAMA_K_CENTERS": str(path)}, timeout=300)
     assert result.returncode != 0 and "k_center.7 has a NaN or infinite value" in result.stderr, result.stderr[-1500:]
+
+
+def test_centers_of_the_same_model_in_other_weights_are_refused(f32_model, centers_file):
+    """SmolLM2 in F32 has the architecture and every shape of the Q4_1 file the centers were calibrated on, and
+    other K projections: refused by the fingerprint, where it used to load silently."""
+    assert calibrate.model_identity(f32_model).fingerprint != calibrate.read_fingerprint(centers_file)
+    result = run_tool("llama-completion", "-m", f32_model, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on",
+                      "-ctk", "pq46", env={"LLAMA_K_CENTERS": str(centers_file)}, timeout=300)
+    assert result.returncode != 0, result.stderr[-1500:]
+    assert "calibrated for another model (SmolLM2-135M-Instruct.Q4_1.gguf" in result.stderr, result.stderr[-1500:]
 
 
 def test_centering_is_the_default_for_polar_k_only(bin_dir, model_path):

@@ -21,8 +21,8 @@ def main(argv=None, prog=None) -> int:
 
     model = models.resolve(args.model)
     text = args.text.read_bytes() if args.text else None
-    centers, arch = calibrate.key_centers(model, text, args.chunks, args.ctx)
+    centers, identity = calibrate.key_centers(model, text, args.chunks, args.ctx)
     source = f"{args.text or 'stdlib docstrings'}, {args.chunks} x {args.ctx} tokens"
-    calibrate.write_centers(args.out, centers, arch, source)
-    print(f"wrote {args.out}: {centers.shape[0]} layers x {centers.shape[1]} KV heads x {centers.shape[2]} ({arch})")
+    calibrate.write_centers(args.out, centers, identity, source)
+    print(f"wrote {args.out}: {centers.shape[0]} layers x {centers.shape[1]} KV heads x {centers.shape[2]} ({identity.arch}, K fingerprint {identity.fingerprint})")
     return 0

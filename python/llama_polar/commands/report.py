@@ -87,9 +87,9 @@ def main(argv=None, prog=None) -> int:
     centers = args.centers
     if not centers and any(c.center == "calib" for c in configs):
         from llama_polar import calibrate
-        values, arch = calibrate.key_centers(model)
+        values, identity = calibrate.key_centers(model)
         args.out.mkdir(parents=True, exist_ok=True)
-        centers = calibrate.write_centers(args.out / "k-centers.gguf", values, arch, "stdlib docstrings, 8 x 512")
+        centers = calibrate.write_centers(args.out / "k-centers.gguf", values, identity, "stdlib docstrings, 8 x 512")
     data = report.measure(model, args.text, args.chunks, types, depths, args.reps, args.threads,
                           [c.spec for c in configs], centers, args.ctx, args.short_chunks)
     command = "llama-polar report " + " ".join(argv if argv is not None else sys.argv[1:])   # for the report's text
