@@ -94,3 +94,101 @@ def test_an_upstream_rpc_server_is_refused_with_a_clear_error(bin_dir, model_pat
         stop(server)
     assert run.returncode == 1, run.stderr[-2000:]          # an error exit, not an abort (134) or garbage
     assert "is not a llama-polar build" in run.stderr and f"cannot use the RPC server {endpoint}" in run.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# faults: a server that dies mid-generation, an endpoint that never answers (patch 0017). A lost server ends the
+# client with an error naming it and exit status 1: no hang, no crash signal. llama-server, whose layers are then
+# out of reach, exits the same way (it cannot serve at all without them).
+# ---------------------------------------------------------------------------------------------------------------
+def _wait_for(proc: subprocess.Popen, text: str, timeout: float) -> str:
+    """What proc has printed (stdout and stderr joined) once text appears in it."""
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and text not in seen:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen += line
+    assert text in seen, seen[-2000:]
+    return seen
+
+
+def _long_generation(bin_dir, model_path, endpoint, env=None) -> subprocess.Popen:
+    cmd = [str(bin_dir / "llama-completion"), "-m", str(model_path), "-p", PROMPT, "-n", 100000, "--ignore-eos",
+           "-no-cnv", "-fa", "on", "-ctk", "pq46", "-ctv", "pq46", "-c", 512, "--context-shift", "-ngl", 99,
+           "--rpc", endpoint, "-t", 2, "--temp", 0, "-v"]
+    return subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL, env=dict(os.environ, **(env or {})))
+
+
+def test_a_server_killed_mid_generation_ends_the_client_with_an_error(bin_dir, model_path):
+    server, endpoint = start_rpc_server(bin_dir / "ggml-rpc-server")
+    client = _long_generation(bin_dir, model_path, endpoint)
+    try:
+        _wait_for(client, "generate:", 120)           # generating through the server
+        time.sleep(2)
+        server.kill()
+        t0 = time.monotonic()
+        rest, _ = client.communicate(timeout=60)
+        assert time.monotonic() - t0 < 30
+    finally:
+        for p in (client, server):
+            if p.poll() is None:
+                p.kill()
+    assert client.returncode == 1, (client.returncode, rest[-1500:])    # an exit status, not a signal
+    assert f"RPC server {endpoint} closed the connection" in rest, rest[-1500:]
+
+
+def test_an_endpoint_that_never_answers_is_an_error_in_bounded_time(bin_dir, model_path):
+    """A listener that accepts and never replies (a hung host): the first request, the device query, times out
+    (GGML_RPC_TIMEOUT=5) and the server is named as unreachable."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        endpoint = f"127.0.0.1:{silent.getsockname()[1]}"
+        t0 = time.monotonic()
+        client = _long_generation(bin_dir, model_path, endpoint, env={"GGML_RPC_TIMEOUT": "5"})
+        out, _ = client.communicate(timeout=120)
+        elapsed = time.monotonic() - t0
+    assert client.returncode == 1, (client.returncode, out[-1500:])
+    assert f"cannot reach an RPC server at {endpoint}" in out, out[-1500:]
+    assert 4 < elapsed < 30, elapsed
+
+
+def test_llama_server_exits_when_its_rpc_server_dies(bin_dir, model_path, tmp_path):
+    """The layers and the KV cache live on the RPC server: without it llama-server cannot serve any request, so it
+    exits with an error naming the server (status 1) instead of aborting or hanging with the request in flight."""
+    import urllib.request
+    server, endpoint = start_rpc_server(bin_dir / "ggml-rpc-server")
+    port = free_port()
+    cmd = [str(bin_dir / "llama-server"), "-m", str(model_path), "--host", "127.0.0.1", "--port", str(port),
+           "-c", "1024", "-ctk", "pq46", "-ctv", "pq46", "-fa", "on", "-ngl", "99", "--rpc", endpoint, "-t", "2"]
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w") as log:
+        llama = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while "listening on http" not in log_path.read_text():
+            assert llama.poll() is None and time.monotonic() < deadline, log_path.read_text()[-2000:]
+            time.sleep(0.2)
+        body = b'{"prompt": "Once upon a time", "n_predict": 100000, "ignore_eos": true, "stream": true}'
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/completion", data=body,
+                                         headers={"Content-Type": "application/json"})
+        lines = 0
+        try:                                     # the stream breaks off when the server goes
+            with urllib.request.urlopen(request, timeout=60) as r:
+                for lines, _ in enumerate(r):
+                    if lines == 20:
+                        server.kill()
+        except OSError:
+            pass
+        assert lines < 1000, "the stream went on without the RPC server"
+        llama.wait(timeout=60)
+    finally:
+        for p in (llama, server):
+            if p.poll() is None:
+                p.kill()
+    rest = log_path.read_text()
+    assert llama.returncode == 1, (llama.returncode, rest[-1500:])
+    assert f"RPC server {endpoint} closed the connection" in rest, rest[-1500:]
