@@ -133,3 +133,13 @@ def test_the_readme_blocks_are_replaced_whole():
     assert report.sync_readme(text, {"quality": "new"}) == "a\n<!-- report:quality -->\nnew\n<!-- /report:quality -->\nb\n"
     with pytest.raises(ValueError, match="no <!-- report:speed -->"):
         report.sync_readme(text, {"speed": "x"})
+
+
+def test_kld_runs_prints_a_line_per_configuration_with_its_ratio_to_q4_0(bin_dir, model_path, text_path, tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "kld_runs.py"), "--ctx", "512", "--chunks", "1",
+                             "--base-dir", str(tmp_path), "q4_0", "pq46/pq37+recent16"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("f16 base: PPL ") and lines[1].startswith("q4_0: KLD ")
+    assert re.match(r"pq46/pq37\+recent16: KLD 0\.\d+ \(99\.9% [\d.]+\), [\d.]+x q4_0, .* 4\.\d{3} bits/value", lines[2]), lines
