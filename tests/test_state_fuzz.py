@@ -135,3 +135,32 @@ def test_a_session_file_with_bytes_past_its_state_is_refused_whole(saved, tmp_pa
     n = ctypes.c_size_t(0)
     assert not llama_cpp.llama_state_load_file(ctx.ctx, str(path).encode(), out, 8, ctypes.byref(n))
     assert ctx.state() == state
+
+
+def _main(random_cases: int) -> int:
+    """The fuzz loop alone, for a run under AddressSanitizer (docs/testing.md): python tests/test_state_fuzz.py N."""
+    import time
+
+    import llama_polar.llama as llama
+    from llama_polar import models
+    os.environ["LLAMA_KV_RECENT_ROWS"] = "4"
+    llm = llama.Llama(model_path=str(models.model_path()), n_ctx=256, type_k="pq46", type_v="pq46", flash_attn=True,
+                      verbose=False)
+    tokens = llm.tokenize(PROMPT)
+    llm.eval(tokens)
+    ctx = Context(llm)
+    state = ctx.state()
+    t0, cases, wrong = time.monotonic(), 0, 0
+    for what, data in corruptions(state, len(tokens), random_cases):
+        if data != state:
+            cases += 1
+            if ctx.load(data) or ctx.state() != state:
+                wrong += 1
+                print(f"not refused whole: {what}", flush=True)
+    print(f"{cases} corrupted copies, {wrong} not refused whole, {time.monotonic() - t0:.0f} s")
+    return 1 if wrong else 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(_main(int(sys.argv[1]) if len(sys.argv) > 1 else RANDOM_CASES))
