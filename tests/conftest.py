@@ -239,3 +239,28 @@ def greedy_text(model, env, *args, prompt: str = "The quick brown fox") -> subpr
                       env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     return result
+
+
+def completion_error(model, env, *args) -> str:
+    """The stderr of a llama-completion run (-fa on, two tokens) that must fail, as a bad setting makes it fail when
+    the context is created."""
+    result = run_tool("llama-completion", "-m", model, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on", *args, env=env,
+                      timeout=300)
+    assert result.returncode != 0, result.stderr[-1500:]
+    return result.stderr
+
+
+def polar_context(monkeypatch, model_path, **env):
+    """A 256-cell pq46/pq46 context of llama_polar.Llama, with env set first (llama.cpp reads it when the context
+    is created)."""
+    import llama_polar.llama as llama
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return llama.Llama(model_path=str(model_path), n_ctx=256, type_k="pq46", type_v="pq46", flash_attn=True,
+                       verbose=False)
+
+
+def next_logits(llm, token: int) -> np.ndarray:
+    """The context's logits after token (llama_get_logits: Llama.scores holds them only with logits_all)."""
+    llm.eval([token])
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()

@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import greedy_text, run_tool
+from conftest import completion_error, greedy_text, polar_context
 from llama_polar import calibrate, perplexity
 
 CHUNKS = 2
@@ -90,9 +90,8 @@ def test_centers_of_another_model_are_a_clear_error(bin_dir, model_path, tmp_pat
     own = calibrate.model_identity(model_path)
     model = calibrate.ModelIdentity(arch, fingerprint or own.fingerprint, "other.gguf")
     path = calibrate.write_centers(tmp_path / "other.gguf", np.zeros((layers, 3, 64), np.float32), model)
-    result = run_tool("llama-completion", "-m", model_path, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on",
-                      "-ctk", "pq46", env={"LLAMA_K_CENTERS": str(path)}, timeout=300)
-    assert result.returncode != 0 and message in result.stderr, result.stderr[-1500:]
+    stderr = completion_error(model_path, {"LLAMA_K_CENTERS": str(path)}, "-ctk", "pq46")
+    assert message in stderr, stderr[-1500:]
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
@@ -100,19 +99,16 @@ def test_centers_with_a_nan_or_infinity_are_a_clear_error(bin_dir, model_path, t
     values = np.zeros((30, 3, 64), np.float32)
     values[7, 1, 5] = bad
     path = calibrate.write_centers(tmp_path / "bad.gguf", values, calibrate.model_identity(model_path))
-    result = run_tool("llama-completion", "-m", model_path, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on",
-                      "-ctk", "pq46", env={"LLAMA_K_CENTERS": str(path)}, timeout=300)
-    assert result.returncode != 0 and "k_center.7 has a NaN or infinite value" in result.stderr, result.stderr[-1500:]
+    stderr = completion_error(model_path, {"LLAMA_K_CENTERS": str(path)}, "-ctk", "pq46")
+    assert "k_center.7 has a NaN or infinite value" in stderr, stderr[-1500:]
 
 
 def test_centers_of_the_same_model_in_other_weights_are_refused(f32_model, centers_file):
     """SmolLM2 in F32 has the architecture and every shape of the Q4_1 file the centers were calibrated on, and
     other K projections: refused by the fingerprint, where it used to load silently."""
     assert calibrate.model_identity(f32_model).fingerprint != calibrate.read_fingerprint(centers_file)
-    result = run_tool("llama-completion", "-m", f32_model, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on",
-                      "-ctk", "pq46", env={"LLAMA_K_CENTERS": str(centers_file)}, timeout=300)
-    assert result.returncode != 0, result.stderr[-1500:]
-    assert "calibrated for another model (SmolLM2-135M-Instruct.Q4_1.gguf" in result.stderr, result.stderr[-1500:]
+    stderr = completion_error(f32_model, {"LLAMA_K_CENTERS": str(centers_file)}, "-ctk", "pq46")
+    assert "calibrated for another model (SmolLM2-135M-Instruct.Q4_1.gguf" in stderr, stderr[-1500:]
 
 
 def test_centering_is_the_default_for_polar_k_only(bin_dir, model_path):
@@ -139,22 +135,15 @@ def test_context_shift_keeps_centering_exact(f32_model, on):
 ])
 def test_a_bad_setting_is_a_clear_error(bin_dir, model_path, centers_file, env, message):
     env = {k: str(centers_file) if v == "CENTERS" else v for k, v in env.items()}
-    result = run_tool("llama-completion", "-m", model_path, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on",
-                      "-ctk", "pq46", env=env, timeout=300)
-    assert result.returncode != 0
-    assert re.search(message, result.stderr), result.stderr[-1500:]
+    stderr = completion_error(model_path, env, "-ctk", "pq46")
+    assert re.search(message, stderr), stderr[-1500:]
 
 
 @pytest.mark.parametrize("saved,loaded", [("on", "off"), ("off", "on"), ("on", "fixed"), ("fixed", "on")])
 def test_a_state_restores_only_under_the_same_centering(bin_dir, model_path, monkeypatch, saved, loaded):
-    import llama_polar.llama as llama
-
     def context(mode):
-        # read when the context is created
-        monkeypatch.setenv("LLAMA_K_CENTER", "on" if mode == "fixed" else mode)
-        monkeypatch.setenv("LLAMA_K_CENTER_MODE", "fixed" if mode == "fixed" else "rope")
-        return llama.Llama(model_path=str(model_path), n_ctx=256, type_k="pq46", type_v="pq46", flash_attn=True,
-                           verbose=False)
+        return polar_context(monkeypatch, model_path, LLAMA_K_CENTER="on" if mode == "fixed" else mode,
+                             LLAMA_K_CENTER_MODE="fixed" if mode == "fixed" else "rope")
 
     first = context(saved)
     first.eval(first.tokenize(b"Once upon a time, in a land far away,"))

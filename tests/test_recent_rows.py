@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import F32_BASE_CHUNKS, greedy_text, run_tool
+from conftest import F32_BASE_CHUNKS, completion_error, greedy_text, next_logits, polar_context
 from llama_polar import perplexity
 from test_server import free_port, request, serving
 
@@ -75,21 +75,12 @@ def test_context_shift_moves_the_window(f32_model):
      "with 1 sink rows, 257 exact rows (257 per sequence) are more than the 256 cells of the cache"),
 ])
 def test_a_bad_setting_is_a_clear_error(bin_dir, model_path, env, args, message):
-    result = run_tool("llama-completion", "-m", model_path, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on", *args,
-                      env=env, timeout=300)
-    assert result.returncode != 0 and message in result.stderr, result.stderr[-1500:]
+    stderr = completion_error(model_path, env, *args)
+    assert message in stderr, stderr[-1500:]
 
 
 def _context(monkeypatch, model_path, recent: str):
-    import llama_polar.llama as llama
-    monkeypatch.setenv("LLAMA_KV_RECENT_ROWS", recent)      # read when the context is created
-    return llama.Llama(model_path=str(model_path), n_ctx=256, type_k="pq46", type_v="pq46", flash_attn=True,
-                       verbose=False)
-
-
-def _next_logits(llm, token: int):
-    llm.eval([token])
-    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
+    return polar_context(monkeypatch, model_path, LLAMA_KV_RECENT_ROWS=recent)
 
 
 def test_a_state_keeps_its_window(bin_dir, model_path, monkeypatch):
@@ -103,18 +94,18 @@ def test_a_state_keeps_its_window(bin_dir, model_path, monkeypatch):
         first.eval([t])
     state = first.save_state()
     token = first.tokenize(b" one", add_bos=False)[0]
-    expected = _next_logits(first, token)
+    expected = next_logits(first, token)
     assert np.isfinite(expected).all() and expected.std() > 0.1
 
     restored = _context(monkeypatch, model_path, "8")
     restored.load_state(state)
-    np.testing.assert_array_equal(_next_logits(restored, token), expected)
+    np.testing.assert_array_equal(next_logits(restored, token), expected)
 
     # the control: without the window the same tokens give other logits
     plain = _context(monkeypatch, model_path, "0")
     for t in tokens:
         plain.eval([t])
-    assert not np.array_equal(_next_logits(plain, token), expected)
+    assert not np.array_equal(next_logits(plain, token), expected)
 
     with pytest.raises(RuntimeError, match="Failed to set llama state data"):
         _context(monkeypatch, model_path, "16").load_state(state)

@@ -10,7 +10,7 @@ that checks the bookkeeping end to end (writes, the cell of every row, the tiled
 import numpy as np
 import pytest
 
-from conftest import F32_BASE_CHUNKS, greedy_text, run_tool
+from conftest import F32_BASE_CHUNKS, completion_error, greedy_text, next_logits, polar_context
 from llama_polar import perplexity
 
 CHUNKS = F32_BASE_CHUNKS
@@ -69,22 +69,12 @@ def test_context_shift_moves_the_exact_rows(f32_model):
     ({"LLAMA_KV_SINK_ROWS": "300"}, ("-ctk", "pq46", "-c", "256"), "are more than the 256 cells of the cache"),
 ])
 def test_a_bad_setting_is_a_clear_error(bin_dir, model_path, env, args, message):
-    result = run_tool("llama-completion", "-m", model_path, "-p", "Hi", "-n", 2, "-no-cnv", "-fa", "on", *args,
-                      env=env, timeout=300)
-    assert result.returncode != 0 and message in result.stderr, result.stderr[-1500:]
+    stderr = completion_error(model_path, env, *args)
+    assert message in stderr, stderr[-1500:]
 
 
 def _context(monkeypatch, model_path, sink_rows: str):
-    import llama_polar.llama as llama
-    monkeypatch.setenv("LLAMA_KV_SINK_ROWS", sink_rows)      # read when the context is created
-    return llama.Llama(model_path=str(model_path), n_ctx=256, type_k="pq46", type_v="pq46", flash_attn=True,
-                       verbose=False)
-
-
-def _next_logits(llm, token: int):
-    """The context's logits after token (llama_get_logits: Llama.scores holds them only with logits_all)."""
-    llm.eval([token])
-    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
+    return polar_context(monkeypatch, model_path, LLAMA_KV_SINK_ROWS=sink_rows)
 
 
 def test_a_state_keeps_its_exact_rows(bin_dir, model_path, monkeypatch):
@@ -93,18 +83,18 @@ def test_a_state_keeps_its_exact_rows(bin_dir, model_path, monkeypatch):
     first.eval(first.tokenize(b"Once upon a time, in a land far away,"))
     state = first.save_state()
     token = first.tokenize(b" there", add_bos=False)[0]
-    expected = _next_logits(first, token)
+    expected = next_logits(first, token)
 
     assert np.isfinite(expected).all() and expected.std() > 0.1        # real logits
 
     restored = _context(monkeypatch, model_path, "1")
     restored.load_state(state)
-    np.testing.assert_array_equal(_next_logits(restored, token), expected)
+    np.testing.assert_array_equal(next_logits(restored, token), expected)
 
     # the control: the same text without sink rows (the quantized first row) gives other logits
     plain = _context(monkeypatch, model_path, "0")
     plain.eval(plain.tokenize(b"Once upon a time, in a land far away,"))
-    assert not np.array_equal(_next_logits(plain, token), expected)
+    assert not np.array_equal(next_logits(plain, token), expected)
 
     with pytest.raises(RuntimeError, match="Failed to set llama state data"):
         _context(monkeypatch, model_path, "0").load_state(state)

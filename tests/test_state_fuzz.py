@@ -16,6 +16,8 @@ import os
 import numpy as np
 import pytest
 
+from conftest import polar_context
+
 RANDOM_CASES = int(os.environ.get("POLAR_STATE_FUZZ_CASES", "300"))
 PROMPT = b"Once upon a time, in a land far away, there lived a king who had three daughters."
 WORDS = (0, 1, 2**31 - 1, 2**32 - 1)
@@ -89,10 +91,7 @@ class Context:
 
 @pytest.fixture
 def saved(bin_dir, model_path, monkeypatch):
-    import llama_polar.llama as llama
-    monkeypatch.setenv("LLAMA_KV_RECENT_ROWS", "4")
-    llm = llama.Llama(model_path=str(model_path), n_ctx=256, type_k="pq46", type_v="pq46", flash_attn=True,
-                      verbose=False)
+    llm = polar_context(monkeypatch, model_path, LLAMA_KV_RECENT_ROWS="4")
     tokens = llm.tokenize(PROMPT)
     llm.eval(tokens)
     ctx = Context(llm)

@@ -321,28 +321,34 @@ async def busy_slots(url: str, grace: float = 0.0) -> int:
     """How many slots the server's /slots says are processing, once they are all idle or `grace` seconds have
     passed."""
     import aiohttp
-    deadline = time.monotonic() + grace
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        while True:
-            async with session.get(f"{url}/slots") as r:
-                busy = sum(bool(s["is_processing"]) for s in await r.json())
-            if busy == 0 or time.monotonic() >= deadline:
-                return busy
-            await asyncio.sleep(0.2)
+        async def busy() -> int:
+            return sum(bool(s["is_processing"]) for s in await _slots(session, url))
+        return await _poll(busy, lambda n: n == 0, grace)
+
+
+async def _slots(session, url: str) -> list[dict]:
+    """The server's /slots: one dict per slot."""
+    async with session.get(f"{url}/slots") as r:
+        return await r.json()
+
+
+async def _poll(read, done, grace: float):
+    """read() every 0.2 s until done(its value) or `grace` seconds have passed; the last value read."""
+    deadline = time.monotonic() + grace
+    while True:
+        value = await read()
+        if done(value) or time.monotonic() >= deadline:
+            return value
+        await asyncio.sleep(0.2)
 
 
 async def _slot_task(session, url: str, slot: int) -> int | None:
     """The task slot `slot` is processing, from the server's /slots, or None if it is idle."""
-    async with session.get(f"{url}/slots") as r:
-        state = next(s for s in await r.json() if s["id"] == slot)
+    state = next(s for s in await _slots(session, url) if s["id"] == slot)
     return state.get("id_task") if state["is_processing"] else None
 
 
 async def _slot_freed(session, url: str, slot: int, task: int | None, grace: float) -> bool:
     """Whether slot `slot` stops processing `task` within `grace` seconds (idle, or on another task)."""
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if await _slot_task(session, url, slot) != task:
-            return True
-        await asyncio.sleep(0.2)
-    return False
+    return await _poll(lambda: _slot_task(session, url, slot), lambda t: t != task, grace) != task
