@@ -4,6 +4,7 @@ import pytest
 
 import llama_polar
 from conftest import INPUTS, TYPE_NAMES
+from llama_polar._codebooks import GGML_TYPE_IDS
 
 
 def bits(a: np.ndarray) -> np.ndarray:
@@ -52,3 +53,19 @@ def test_vec_dot_matches_decoded_dot_within_summation_bound(native_lib, rng, nam
         exact = float(np.dot(decoded[row], y[row].astype(np.float64)))
         bound = gamma * float(np.sum(np.abs(decoded[row] * y[row])))
         assert abs(native_lib.vec_dot(q[row], y[row], name) - exact) <= bound
+
+
+@pytest.mark.parametrize("name", sorted(GGML_TYPE_IDS))
+def test_validate_row_data_refuses_an_infinite_or_nan_radius(native_lib, rng, name):
+    """ggml_polar_validate_row_data (patch 0015's state checks): encoded rows pass; an fp16 radius of Inf or NaN
+    fails where the type has fp16 radii (an 8-bit log norm is finite whatever its bits); a partial block, or an id
+    that is no polar type, fails."""
+    ggml_id = GGML_TYPE_IDS[name]
+    good = native_lib.quantize(rng.standard_normal((4, 128)).astype(np.float32), name).tobytes()
+    assert native_lib.validate_row_data(good, ggml_id)
+    assert not native_lib.validate_row_data(good[:-1], ggml_id)
+    assert not native_lib.validate_row_data(good, 2)                   # q4_0's id
+    for bad in (b"\x00\x7c", b"\x01\x7e"):                              # +Inf, a NaN (little-endian fp16)
+        broken = bytearray(good)
+        broken[0:2] = bad                                               # the first block's first radius bytes
+        assert native_lib.validate_row_data(bytes(broken), ggml_id) == (name == "pqk1"), name

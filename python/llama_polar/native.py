@@ -90,3 +90,13 @@ def vec_dot(q, y, name: str) -> float:
     s = ctypes.c_float()
     info.vec_dot(y.size, ctypes.byref(s), 0, q.ctypes.data, 0, y.ctypes.data, 0, 1)
     return s.value
+
+
+def validate_row_data(data: bytes, ggml_id: int) -> bool:
+    """ggml_polar_validate_row_data: whether data are whole blocks of the polar type with ggml id ggml_id whose
+    radii are finite (what llama.cpp checks of the rows a state file brings)."""
+    _types()
+    lib = _types.lib
+    lib.ggml_polar_validate_row_data.restype = ctypes.c_bool
+    lib.ggml_polar_validate_row_data.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+    return bool(lib.ggml_polar_validate_row_data(ggml_id, data, len(data)))
