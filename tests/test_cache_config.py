@@ -27,6 +27,7 @@ def test_the_default_of_a_polar_k_cache_is_centered_with_one_sink_row():
     ("pq46+calib+fixed", {"LLAMA_K_CENTER": "on", "LLAMA_K_CENTERS": "c.gguf"}, 1),   # calibrated: fixed anyway
     ("pq46/pq37+recent64", {"LLAMA_KV_RECENT_ROWS": "64"}, 1),
     ("q4_0+recent128", {"LLAMA_KV_RECENT_ROWS": "128"}, 0),
+    ("pq42/pq32+L0-1=pq46+L29=pq46/q8_0", {"LLAMA_KV_LAYER_TYPES": "0-1=pq46,29=pq46/q8_0"}, 1),
 ])
 def test_modifiers_set_the_environment(spec, env, sink):
     cfg = cache_config.parse(spec)
@@ -49,6 +50,18 @@ def test_bits_count_the_recent_window_of_every_sequence():
     assert cache_config.parse("pq46/f16+recent64").exact_rows == (65, 0)
 
 
+def test_bits_of_types_per_layer_are_the_mean_over_the_model_s_layers():
+    cfg = cache_config.parse("pq42/pq32+L0-1=pq46+L29=pq46/q8_0")
+    assert cfg.layer_types(30)[:3] == [("pq46", "pq46"), ("pq46", "pq46"), ("pq42", "pq32")]
+    k = (27 * 4.25 + 3 * 4.625) / 30
+    v = (27 * 3.25 + 2 * 4.625 + 8.5) / 30
+    assert cfg.bits(8192, n_layer=30) == pytest.approx((k + v) / 2 + (2 * 16 * 2 + 32) / (2 * 8192))
+    with pytest.raises(ValueError, match="depend on the model's layer count"):
+        cfg.bits(8192)
+    with pytest.raises(ValueError, match="L29=pq46/q8_0 is past the model's layers 0-23"):
+        cfg.bits(8192, n_layer=24)
+
+
 def test_bits_are_the_kv_buffer_llama_cpp_logs():
     # SmolLM2 (30 layers, K and V rows of 192 values), -c 512 with 4 sequences: tests/data/kv-lines-pq46.txt
     lines = (Path(__file__).parent / "data" / "kv-lines-pq46.txt").read_text()
@@ -66,6 +79,12 @@ def test_bits_are_the_kv_buffer_llama_cpp_logs():
     ("pq46+recent", ValueError, "unknown modifier 'recent'"),
     ("pq46+band1", ValueError, "'band1' is a simulator experiment"),
     ("q4_0+fixed", ValueError, "'fixed' is a way to center keys, and this cache centers none"),
+    ("pq42+L1-0=pq46", ValueError, "a range goes from the lower layer to the higher"),
+    ("pq42+L0=f16", ValueError, "a layer's types are quantized ones, not f16"),
+    ("pq42+L0=pq99", UnknownTypeError, "unknown cache type 'pq99'"),
+    ("q4_0+L0=pq46", ValueError, "types per layer are for a polar cache, not K q4_0, V q4_0"),
+    ("pq42+L0-3=pq46+L3=pq37", ValueError, "layer 3 is given twice"),
+    ("pq42+L=pq46", ValueError, "unknown modifier 'L=pq46'"),
 ])
 def test_bad_specs_are_clear_errors(spec, error, match):
     with pytest.raises(error, match=match):

@@ -16,6 +16,9 @@ read configurations through parse(), so one string means the same cache everywhe
     sinkN    N exact sink rows per sequence, for any quantized K type (LLAMA_KV_SINK_ROWS=N)
     recentN  an exact recent window: the last N positions of every sequence keep f16 rows, for any quantized K type
              (LLAMA_KV_RECENT_ROWS=N)
+    LA[-B]=K[/V]
+             layers A..B of a polar cache take types of their own, any quantized ones (LLAMA_KV_LAYER_TYPES), e.g.
+             "pq42/pq32+L0-1=pq46+L29=pq46/pq37": the layers whose keys and values cost most get more bits
 
 The simulator also takes experiments the build does not have (SIMULATOR_MODIFIERS, parsed only with
 experiments=True): the modifiers above keep their meaning there.
@@ -28,7 +31,7 @@ from pathlib import Path
 
 from .type_names import CACHE_TYPES, POLAR_TYPES, UNQUANTIZED, check_types
 
-BUILD_MODIFIERS = "plain, center, fixed, calib, sinkN, recentN"
+BUILD_MODIFIERS = "plain, center, fixed, calib, sinkN, recentN, LA[-B]=K[/V]"
 # simulator-only experiments, interpreted by llama_polar.simulate: a window for the online center, a fixed center
 # kept in the slow RoPE pairs only, no rotation, Q not rounded
 SIMULATOR_MODIFIERS = {r"online(\d+)(?:from(\d+))?": "onlineN[fromM]", r"band([\d.]+)": "bandX",
@@ -48,6 +51,20 @@ def type_bits(name: str) -> float:
 
 
 @dataclass(frozen=True)
+class LayerTypes:
+    """Cache types of layers first..last (a modifier LA[-B]=K[/V]; an item of LLAMA_KV_LAYER_TYPES)."""
+    first: int
+    last: int
+    type_k: str
+    type_v: str
+
+    @property
+    def item(self) -> str:
+        layers = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+        return f"{layers}={self.type_k}" + ("" if self.type_v == self.type_k else f"/{self.type_v}")
+
+
+@dataclass(frozen=True)
 class CacheConfig:
     spec: str
     type_k: str
@@ -57,6 +74,7 @@ class CacheConfig:
     fixed: bool = False          # LLAMA_K_CENTER_MODE=fixed: one center for every position
     recent: int = 0              # exact recent rows per sequence (LLAMA_KV_RECENT_ROWS)
     experiments: tuple[str, ...] = ()   # simulator-only modifiers, in the order given
+    layers: tuple[LayerTypes, ...] = ()  # types of some layers (LLAMA_KV_LAYER_TYPES), in the order given
 
     @property
     def centered(self) -> bool:
@@ -99,17 +117,31 @@ class CacheConfig:
             env["LLAMA_K_CENTER_MODE"] = "fixed"
         if self.recent:
             env["LLAMA_KV_RECENT_ROWS"] = str(self.recent)
+        if self.layers:
+            env["LLAMA_KV_LAYER_TYPES"] = ",".join(lt.item for lt in self.layers)
         return env
 
-    def bits(self, n_ctx: int, n_seq: int = 1) -> float:
+    def layer_types(self, n_layer: int) -> list[tuple[str, str]]:
+        """(K type, V type) of each of n_layer layers; ValueError for a layer past them."""
+        types = [(self.type_k, self.type_v)] * n_layer
+        for lt in self.layers:
+            if lt.last >= n_layer:
+                raise ValueError(f"{self.spec}: L{lt.item} is past the model's layers 0-{n_layer - 1}")
+            types[lt.first:lt.last + 1] = [(lt.type_k, lt.type_v)] * (lt.last - lt.first + 1)
+        return types
+
+    def bits(self, n_ctx: int, n_seq: int = 1, n_layer: int | None = None) -> float:
         """Bits per cached value (K and V, equal head sizes) of n_seq sequences of n_ctx positions, as llama.cpp
         allocates them: per layer, the quantized rows; each side's exact rows (sink rows and recent window of every
-        sequence and one scratch row, f16); the K centers (one f32 row)."""
+        sequence and one scratch row, f16); the K centers (one f32 row). Types per layer need the model's n_layer."""
+        if self.layers and n_layer is None:
+            raise ValueError(f"{self.spec}: the bits of types per layer depend on the model's layer count (n_layer)")
+        types = self.layer_types(n_layer) if self.layers else [(self.type_k, self.type_v)]
         cells = n_ctx * n_seq
         exact = lambda n: 16.0 * (n * n_seq + 1) if n else 0.0  # noqa: E731
         exact_k, exact_v = self.exact_rows
-        k = cells * type_bits(self.type_k) + exact(exact_k) + (32.0 if self.centered else 0.0)
-        v = cells * type_bits(self.type_v) + exact(exact_v)
+        k = cells * sum(type_bits(tk) for tk, _ in types) / len(types) + exact(exact_k) + (32.0 if self.centered else 0.0)
+        v = cells * sum(type_bits(tv) for _, tv in types) / len(types) + exact(exact_v)
         return (k + v) / (2 * cells)
 
 
@@ -121,6 +153,27 @@ def _modifier_error(spec: str, m: str, experiments: bool) -> ValueError:
     return ValueError(f"{spec}: unknown modifier {m!r} ({known})")
 
 
+def _layer_types(spec: str, m: str, g: re.Match) -> LayerTypes:
+    first, last = int(g[1]), int(g[2] if g[2] is not None else g[1])
+    if first > last:
+        raise ValueError(f"{spec}: {m!r}: a range goes from the lower layer to the higher")
+    type_k, type_v = g[3], g[4] or g[3]
+    check_types(dict.fromkeys([type_k, type_v]), CACHE_TYPES, "cache type", where=spec)
+    for t in (type_k, type_v):
+        if t in UNQUANTIZED:
+            raise ValueError(f"{spec}: {m!r}: a layer's types are quantized ones, not {t}")
+    return LayerTypes(first, last, type_k, type_v)
+
+
+def _check_disjoint(spec: str, layers: list[LayerTypes]) -> None:
+    seen: set[int] = set()
+    for lt in layers:
+        twice = seen & set(range(lt.first, lt.last + 1))
+        if twice:
+            raise ValueError(f"{spec}: layer {min(twice)} is given twice")
+        seen |= set(range(lt.first, lt.last + 1))
+
+
 def parse(spec: str, experiments: bool = False) -> CacheConfig:
     """A configuration string (see the module's doc); ValueError for a bad modifier, UnknownTypeError for a type.
     experiments: also take the simulator's modifiers (kept in .experiments)."""
@@ -128,7 +181,7 @@ def parse(spec: str, experiments: bool = False) -> CacheConfig:
     type_k, _, type_v = types.partition("/")
     type_v = type_v or type_k
     check_types(dict.fromkeys([type_k, type_v]), CACHE_TYPES, "cache type", where=spec)
-    center, sink, fixed, recent, extra = "default", None, False, 0, []
+    center, sink, fixed, recent, extra, layers = "default", None, False, 0, [], []
     for m in mods:
         if m == "fixed":
             fixed = True
@@ -139,6 +192,8 @@ def parse(spec: str, experiments: bool = False) -> CacheConfig:
             sink = int(g[1])
         elif (g := re.fullmatch(r"recent(\d+)", m)):
             recent = int(g[1])
+        elif (g := re.fullmatch(r"L(\d+)(?:-(\d+))?=([^/]+)(?:/(.+))?", m)):
+            layers.append(_layer_types(spec, m, g))
         elif experiments and any(re.fullmatch(p, m) for p in SIMULATOR_MODIFIERS):
             extra.append(m)
         else:
@@ -147,7 +202,10 @@ def parse(spec: str, experiments: bool = False) -> CacheConfig:
         raise ValueError(f"{spec}: sink rows need a quantized K cache, not {type_k}")
     if recent and type_k in UNQUANTIZED:
         raise ValueError(f"{spec}: a recent window needs a quantized K cache, not {type_k}")
-    config = CacheConfig(spec.strip(), type_k, type_v, center, sink, fixed, recent, tuple(extra))
+    if layers and not (type_k in POLAR_TYPES and type_v in POLAR_TYPES):
+        raise ValueError(f"{spec}: types per layer are for a polar cache, not K {type_k}, V {type_v}")
+    _check_disjoint(spec, layers)
+    config = CacheConfig(spec.strip(), type_k, type_v, center, sink, fixed, recent, tuple(extra), tuple(layers))
     if fixed and not config.centered:
         raise ValueError(f"{spec}: 'fixed' is a way to center keys, and this cache centers none (add +center)")
     return config

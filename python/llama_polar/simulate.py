@@ -22,7 +22,7 @@ f16 cache (no rotation, as llama.cpp).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 import re
 from pathlib import Path
@@ -32,7 +32,7 @@ import numpy as np
 from . import quants as _polar
 from . import validate
 from . import cache_config
-from .cache_config import ONLINE_KEYS, CacheConfig
+from .cache_config import ONLINE_KEYS, CacheConfig, LayerTypes
 from .type_names import CACHE_TYPES, UNQUANTIZED, UnknownTypeError, check_types
 
 F32 = np.float32
@@ -137,6 +137,7 @@ class CacheSim:
     sink_k, sink_v: the first n tokens' K (V) kept in f16 beside the quantized cache.
     rotate: llama.cpp's attn_rot for quantized types (False: as with LLAMA_ATTN_ROT_DISABLE=1).
     round_q: Q converted to the K type's vec_dot type (q8_0 for upstream quantized K), as the CPU FA kernel does.
+    layers: types of some layers (cache_config.LayerTypes), as LLAMA_KV_LAYER_TYPES sets them.
     config: the configuration it simulates (its string is the label, its bits the bits), if made from one.
     """
     type_k: str = "f16"
@@ -150,10 +151,12 @@ class CacheSim:
     sink_v: int = 0
     rotate: bool = True
     round_q: bool = True
+    layers: tuple[LayerTypes, ...] = ()
     config: CacheConfig | None = field(default=None, compare=False)
 
     def __post_init__(self):
-        check_types(dict.fromkeys((self.type_k, self.type_v)), SIMULATED_TYPES, "cache type the simulator has")
+        types = [self.type_k, self.type_v] + [t for lt in self.layers for t in (lt.type_k, lt.type_v)]
+        check_types(dict.fromkeys(types), SIMULATED_TYPES, "cache type the simulator has")
         if self.center not in (None, "calib", "online"):
             raise ValueError(f"center must be None, 'calib' or 'online', not {self.center!r}")
 
@@ -167,7 +170,7 @@ class CacheSim:
                              "(measure it with llama-perplexity: llama-polar report)")
         sink = config.sink_rows
         kw: dict = {"type_k": config.type_k, "type_v": config.type_v, "sink_k": sink, "sink_v": config.v_sink_rows,
-                    "config": config}
+                    "layers": config.layers, "config": config}
         if config.centered:
             kw.update(center="calib" if config.center == "calib" else "online",
                       online_from=sink, online_keys=sink + ONLINE_KEYS, center_per_position=config.per_position)
@@ -181,6 +184,13 @@ class CacheSim:
             else:
                 kw[{"norot": "rotate", "noqround": "round_q"}[m]] = False
         return cls(**kw)
+
+    def at_layer(self, il: int) -> "CacheSim":
+        """The cache of layer il: its own types where the configuration gives them."""
+        for lt in self.layers:
+            if lt.first <= il <= lt.last:
+                return replace(self, type_k=lt.type_k, type_v=lt.type_v, layers=())
+        return self
 
     @property
     def label(self) -> str:
@@ -355,6 +365,8 @@ class Model:
         centers: (n_layer, n_head_kv, head_dim) key means after RoPE, before rotation (for center="calib").
         on_keys(il, k): called with each layer's keys after RoPE, before rotation (T, n_head_kv, head_dim)."""
         hp = self.hp
+        if any(lt.last >= hp.n_layer for lt in cache.layers):
+            raise ValueError(f"{cache.label}: types of a layer past the model's layers 0-{hp.n_layer - 1}")
         tokens = np.asarray(tokens)
         pos = np.arange(len(tokens))
         x = self.w["token_embd.weight"][tokens] * F32(hp.embed_scale)
@@ -386,6 +398,7 @@ class Model:
 
     def attention(self, il: int, q, k, v, cache: CacheSim, center: np.ndarray | None) -> np.ndarray:
         """Attention of layer il through the simulated cache; output (T, n_head, head_dim) in the model's basis."""
+        cache = cache.at_layer(il)
         rot_k = self.rot_k if cache.rotate and is_quantized(cache.type_k) else None
         rot_v = V_ROTATION if cache.rotate and is_quantized(cache.type_v) and self.hp.head_dim % 64 == 0 else None
         if rot_k:

@@ -1,0 +1,80 @@
+"""Cache types per layer (patch 0018, LLAMA_KV_LAYER_TYPES; `+LA[-B]=K[/V]` in a configuration string): some layers
+of a polar cache take types of their own, so that the layers whose keys and values cost most get more bits."""
+import re
+
+import numpy as np
+import pytest
+
+from conftest import completion_error, greedy_text, next_logits
+from llama_polar import cache_config, perplexity
+from llama_polar import simulate as sim
+
+N_LAYER = 30   # SmolLM2-135M
+
+
+def context(monkeypatch, model_path, type_k, type_v, layers=None):
+    import llama_polar.llama as llama
+    if layers is None:
+        monkeypatch.delenv("LLAMA_KV_LAYER_TYPES", raising=False)
+    else:
+        monkeypatch.setenv("LLAMA_KV_LAYER_TYPES", layers)
+    return llama.Llama(model_path=str(model_path), n_ctx=256, type_k=type_k, type_v=type_v, flash_attn=True,
+                       verbose=False)
+
+
+def logits_after(llm, tokens) -> np.ndarray:
+    llm.eval(tokens[:-1])
+    return next_logits(llm, tokens[-1])
+
+
+def test_every_layer_given_the_same_types_is_that_cache_bit_for_bit(monkeypatch, model_path):
+    """pq42/pq32 with every layer set to pq46 is the pq46 cache; with some layers set, it is neither."""
+    tokens = list(range(1000, 1120))
+    pq46 = logits_after(context(monkeypatch, model_path, "pq46", "pq46"), tokens)
+    all46 = logits_after(context(monkeypatch, model_path, "pq42", "pq32", f"0-{N_LAYER - 1}=pq46"), tokens)
+    assert np.array_equal(pq46, all46)
+    base = logits_after(context(monkeypatch, model_path, "pq42", "pq32"), tokens)
+    some = logits_after(context(monkeypatch, model_path, "pq42", "pq32", "0-1=pq46,29=pq46/q8_0"), tokens)
+    assert not np.array_equal(some, base) and not np.array_equal(some, pq46)
+
+
+def test_the_kv_buffer_is_the_configuration_s_bits(model_path):
+    cfg = cache_config.parse("pq42/pq32+L0-1=pq46+L29=pq46/q8_0")
+    result = greedy_text(model_path, cfg.env(), "-n", 4, "-c", 1024, "-ctk", cfg.type_k, "-ctv", cfg.type_v)
+    assert "llama_kv_cache: layer  29: K pq46, V q8_0" in result.stderr
+    f16_mib = N_LAYER * 1024 * 192 * 2 * 2 / 2**20     # K and V rows of 192 values
+    assert cfg.bits(1024, n_layer=N_LAYER) / 16 * f16_mib == \
+        pytest.approx(perplexity.kv_buffer_mib(result.stderr), abs=0.005)
+
+
+@pytest.mark.parametrize("setting,ctk,message", [
+    ("0-30=pq46", "pq42", "'0-30=pq46': the model's layers are 0-29"),
+    ("2-1=pq46", "pq42", "'2-1=pq46': a range goes from the lower layer to the higher"),
+    ("0-1=pq46,1=pq37", "pq42", "layer 1 is given twice"),
+    ("3", "pq42", "'3' is not LAYERS=K\\[/V\\]"),
+    ("x=pq46", "pq42", "'x=pq46' is not LAYERS=K\\[/V\\]"),
+    ("0=f16", "pq42", "'f16' is not a quantized cache type"),
+    ("0=pq99", "pq42", "'pq99' is not a quantized cache type"),
+    ("0=pq46", "q4_0", "types per layer are for a PolarQuant cache, and this one is K q4_0, V q4_0"),
+])
+def test_bad_settings_are_clear_errors(model_path, setting, ctk, message):
+    stderr = completion_error(model_path, {"LLAMA_KV_LAYER_TYPES": setting}, "-ctk", ctk, "-ctv", ctk)
+    assert re.search("LLAMA_KV_LAYER_TYPES='" + re.escape(setting) + "': " + message, stderr), stderr[-1500:]
+
+
+def test_a_state_restores_into_the_same_layer_types_only(monkeypatch, model_path):
+    tokens = list(range(1000, 1040))
+    saved = context(monkeypatch, model_path, "pq42", "pq32", "0=pq46")
+    saved.eval(tokens)
+    state = saved.save_state()
+    expected = next_logits(saved, 2000)
+    restored = context(monkeypatch, model_path, "pq42", "pq32", "0=pq46")
+    restored.load_state(state)
+    np.testing.assert_array_equal(next_logits(restored, 2000), expected)
+    with pytest.raises(RuntimeError, match="Failed to set llama state data"):
+        context(monkeypatch, model_path, "pq42", "pq32").load_state(state)
+
+
+def test_the_simulator_takes_the_layer_types():
+    cache = sim.CacheSim.of("pq42/pq32+L0-1=pq46+L29=pq46/q8_0")
+    assert (cache.at_layer(1).type_k, cache.at_layer(2).type_k, cache.at_layer(29).type_v) == ("pq46", "pq42", "q8_0")
