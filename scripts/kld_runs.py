@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from llama_polar import cache_config, models, perplexity, texts
+from llama_polar import llama as polar_llama
 
 
 def main(argv=None) -> int:
@@ -38,6 +39,7 @@ def main(argv=None) -> int:
         run = perplexity.base_run(model, text, args.chunks, base, ctx=args.ctx)
         print(f"f16 base: PPL {run.ppl:.3f}, KV {run.kv_mib} MiB ({time.monotonic() - t0:.0f} s)", flush=True)
     q4_0 = None
+    n_layer = polar_llama.model_metadata(str(model))["n_layer"]
     for cfg in configs:
         t0 = time.monotonic()
         r = perplexity.kl_divergence(model, text, args.chunks, base, cfg.type_k, cfg.type_v, env=cfg.env(),
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
         q4_0 = r.kld if cfg.spec == "q4_0" else q4_0
         ratio = f", {r.kld / q4_0:.2f}x q4_0" if q4_0 else ""
         print(f"{cfg.spec}: KLD {r.kld:.5f} (99.9% {r.kld_p999:.3f}){ratio}, PPL {r.ppl:.3f}, same top "
-              f"{r.same_top:.2f}%, KV {r.kv_mib} MiB, {cfg.bits(args.ctx):.3f} bits/value "
+              f"{r.same_top:.2f}%, KV {r.kv_mib} MiB, {cfg.bits(args.ctx, n_layer=n_layer):.3f} bits/value "
               f"({time.monotonic() - t0:.0f} s)", flush=True)
     return 0
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import completion_error, greedy_text, next_logits
-from llama_polar import cache_config, perplexity
+from llama_polar import cache_config, layer_types, perplexity
 from llama_polar import simulate as sim
+from llama_polar.quants import TYPES
 
 N_LAYER = 30   # SmolLM2-135M
 
@@ -78,3 +79,52 @@ def test_a_state_restores_into_the_same_layer_types_only(monkeypatch, model_path
 def test_the_simulator_takes_the_layer_types():
     cache = sim.CacheSim.of("pq42/pq32+L0-1=pq46+L29=pq46/q8_0")
     assert (cache.at_layer(1).type_k, cache.at_layer(2).type_k, cache.at_layer(29).type_v) == ("pq46", "pq42", "q8_0")
+
+
+def synthetic(n_layer=30, hot=((0, 0, 0.05), (1, 1, 0.03))) -> layer_types.Sensitivity:
+    added = np.full((n_layer, 2), 0.001)
+    for il, side, value in hot:
+        added[il, side] = value
+    return layer_types.Sensitivity("m.gguf", "pq46", "pq27", 0.02, added)
+
+
+@pytest.mark.parametrize("budget", [4.625, 4.25, 3.75, 3.25, 2.8])
+def test_the_allocation_spends_the_budget_on_the_costly_layers_first(budget):
+    sens = synthetic()
+    spec = layer_types.allocate(sens, budget, n_ctx=8192)
+    cfg = cache_config.parse(spec)
+    types = cfg.layer_types(30)
+    assert cfg.bits(8192, n_layer=30) <= budget
+    widths = {(il, side): TYPES[pair[side]].bits_per_value for il, pair in enumerate(types) for side in (0, 1)}
+    costly = [widths.pop((0, 0)), widths.pop((1, 1))]
+    assert min(costly) >= max(widths.values()) and max(costly) > 2.75     # the two costly sides get the most bits
+    # nothing left to spend: any further upgrade would break the budget
+    assert cfg.bits(8192, n_layer=30) > budget - 2 * (4.625 - 4.25) / 60 or spec == "pq46"
+    assert layer_types.allocate(sens, budget, n_ctx=8192) == spec                    # deterministic
+
+
+def test_the_predicted_kld_falls_with_the_budget():
+    sens = synthetic()
+    predicted = [sens.predicted(cache_config.parse(layer_types.allocate(sens, b, 8192)).layer_types(30))
+                 for b in (2.8, 3.25, 3.75, 4.25)]
+    assert predicted == sorted(predicted, reverse=True) and predicted[-1] < predicted[0]
+    assert sens.predicted([("pq46", "pq46")] * 30) == pytest.approx(0.02)
+    assert sens.predicted([("pq27", "pq46")] + [("pq46", "pq46")] * 29) == pytest.approx(0.07)
+
+
+def test_a_budget_below_the_cheapest_configuration_is_a_clear_error():
+    with pytest.raises(ValueError, match="2.7 bits/value at 8192 tokens: the cheapest configuration, pq27, takes 2.756"):
+        layer_types.allocate(synthetic(), 2.7, n_ctx=8192)
+
+
+def test_spec_of_groups_consecutive_layers_and_keeps_the_commonest_pair():
+    types = [("pq46", "pq46")] * 2 + [("pq42", "pq32")] * 5 + [("pq42", "pq46")] + [("pq42", "pq32")] * 2
+    assert layer_types.spec_of(types, recent=64) == "pq42/pq32+L0-1=pq46+L7=pq42/pq46+recent64"
+    assert cache_config.parse(layer_types.spec_of(types)).layer_types(10) == types
+
+
+def test_sensitivities_round_trip_through_json(tmp_path):
+    sens = synthetic()
+    sens.save(tmp_path / "s.json")
+    back = layer_types.Sensitivity.load(tmp_path / "s.json")
+    assert (back.base, back.low, back.base_kld) == ("pq46", "pq27", 0.02) and np.array_equal(back.added, sens.added)

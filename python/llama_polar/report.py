@@ -51,6 +51,7 @@ def measure_quality(model, text, chunks, ctx, types, progress, configs=(), cente
     centers' file, for the "calib" ones). bits: from the KV buffers, relative to f16's 16, of the run's `seqs`
     sequences (perplexity.sequences); formula_bits: cache_config's count for one sequence, what a user gets."""
     rows = []
+    n_layer = polar_llama.model_metadata(str(model))["n_layer"]      # the bits of types per layer
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "f16.kld"
         progress.set_description(f"quality at {ctx}: f16 logits")
@@ -65,7 +66,7 @@ def measure_quality(model, text, chunks, ctx, types, progress, configs=(), cente
             r = kl_divergence(model, text, chunks, base, cfg.type_k, cfg.type_v, env=cfg.env(centers), ctx=ctx)
             progress.update()
             rows.append({"type": cfg.spec, "config": is_config, "bits": 16.0 * r.kv_mib / f16.kv_mib,
-                         "formula_bits": cfg.bits(ctx), "seqs": sequences(ctx), "ppl": r.ppl, "kld": r.kld, "kld_p999": r.kld_p999,
+                         "formula_bits": cfg.bits(ctx, n_layer=n_layer), "seqs": sequences(ctx), "ppl": r.ppl, "kld": r.kld, "kld_p999": r.kld_p999,
                          "top": r.same_top})
     return {"ctx": ctx, "chunks": chunks, "rows": rows}
 
