@@ -81,3 +81,43 @@ def test_bad_budgets_and_files_are_clear_errors(args, rc, message):
 
 def test_the_packaged_measurements_are_the_projects_report():
     assert recommend.PACKAGED.read_bytes() == (ROOT / "docs" / "report" / "report.json").read_bytes()
+
+
+def test_types_per_layer_compete_only_for_the_report_s_model(tmp_path):
+    report = json.loads(json.dumps(REPORT))
+    report["quality"]["long"]["rows"].append(row("pq42/pq32+L10=pq46/pq32", 3.78, 0.03))
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"")
+    assert polar("--bits", "3.8", "--report", str(path)).stdout.splitlines()[-1] == \
+        "LLAMA_K_CENTER_MODE=fixed -ctk pq42 -ctv pq32 -fa on"
+    result = polar("--bits", "3.8", "--report", str(path), "--model", str(model))
+    assert result.stdout.splitlines()[-1] == "LLAMA_KV_LAYER_TYPES=10=pq46/pq32 -ctk pq42 -ctv pq32 -fa on"
+
+
+def test_another_model_gets_types_per_layer_from_its_sensitivities(tmp_path):
+    from llama_polar import layer_types
+    import numpy as np
+    model = tmp_path / "other.gguf"
+    model.write_bytes(b"")
+    added = np.full((4, 2), 0.001)
+    added[2, 0] = 0.05
+    layer_types.Sensitivity("other.gguf", "pq46", "pq27", 0.02, added).save(tmp_path / "other.layer-sensitivity.json")
+    result = polar("--bits", "3.3", "--model", str(model))
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stderr
+    assert lines[0] == f"sensitivities: {tmp_path / 'other.layer-sensitivity.json'} (other.gguf)"
+    spec = lines[1].split(":")[0]
+    cfg = cache_config.parse(spec)
+    assert cfg.layer_types(4)[2][0] == "pq46" and cfg.bits(8192, n_layer=4) <= 3.3
+    assert "predicted" in lines[1] and lines[-1] == recommend.fragment(spec)
+    assert lines[-1].startswith("LLAMA_KV_LAYER_TYPES=")
+    wrong = polar("--bits", "3.3", "--model", str(model), "--sensitivity", str(tmp_path / "x.json"),
+                  "--report", str(tmp_path / "none.json"))
+    assert wrong.returncode == 2 and "not a report" in wrong.stderr
+    (tmp_path / "x.json").write_text((tmp_path / "other.layer-sensitivity.json").read_text().replace("other.gguf", "b"))
+    mismatch = polar("--bits", "3.3", "--model", str(model), "--sensitivity", str(tmp_path / "x.json"))
+    assert mismatch.returncode == 2 and "the sensitivities of b, not of other.gguf" in mismatch.stderr
+    small = polar("--bits", "2.5", "--model", str(model))
+    assert small.returncode == 1 and "the cheapest configuration" in small.stderr

@@ -35,14 +35,17 @@ def measurement(report: dict) -> dict:
     return headline_run(report)[0]
 
 
-def candidates(report: dict, calibrated: bool = False) -> list[Candidate]:
+def candidates(report: dict, calibrated: bool = False, per_layer: bool = False) -> list[Candidate]:
     """Every measured cache but f16, with its bits (from the KV buffers at long context, else the formula); those
-    with calibrated centers only if calibrated (a user has a centers file of the model)."""
+    with calibrated centers only if calibrated (a user has a centers file of the model), those with types per layer
+    only if per_layer (they were chosen for the report's model: llama_polar.layer_types)."""
     run, bits = headline_run(report)
     q4_0 = next((r["kld"] for r in run["rows"] if r["type"] == "q4_0"), None)
+    configs = {r["type"]: cache_config.parse(r["type"]) for r in run["rows"]}
     return [Candidate(r["type"], r[bits], r["kld"], r.get("kld_p999"), r["kld"] / q4_0 if q4_0 else None)
             for r in run["rows"]
-            if r["type"] != "f16" and (calibrated or cache_config.parse(r["type"]).center != "calib")]
+            if r["type"] != "f16" and (calibrated or configs[r["type"]].center != "calib")
+            and (per_layer or not configs[r["type"]].layers)]
 
 
 def choose(rows: list[Candidate], budget: float) -> Candidate:
