@@ -14,7 +14,7 @@ KLD saved per bit until the budget is spent. Deterministic for the same sensitiv
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,8 @@ class Sensitivity:
     low: str
     base_kld: float              # every layer at base
     added: np.ndarray            # (n_layer, 2): [il][0] K, [il][1] V
+    scale: tuple[float, float] = (1.0, 1.0)   # K's and V's costs at the long context over the per-layer sum
+    scale_ctx: int = 0                        # that context (0: none measured)
 
     @property
     def n_layer(self) -> int:
@@ -43,7 +45,8 @@ class Sensitivity:
     def cost(self, il: int, side: int, type_name: str) -> float:
         """The KLD layer il's side adds at type_name (0 at base; a type better than base gives a negative cost)."""
         mse = lambda t: TYPES[t].expected_rel_mse  # noqa: E731
-        return float(self.added[il, side]) * (mse(type_name) - mse(self.base)) / (mse(self.low) - mse(self.base))
+        return float(self.added[il, side]) * self.scale[side] * (mse(type_name) - mse(self.base)) / \
+            (mse(self.low) - mse(self.base))
 
     def predicted(self, types: list[tuple[str, str]]) -> float:
         """The KLD the cost model predicts for types per layer ((K, V) of each layer)."""
@@ -51,11 +54,12 @@ class Sensitivity:
 
     def to_json(self) -> dict:
         return {"model": self.model, "base": self.base, "low": self.low, "base_kld": self.base_kld,
-                "added": self.added.tolist()}
+                "added": self.added.tolist(), "scale": list(self.scale), "scale_ctx": self.scale_ctx}
 
     @classmethod
     def from_json(cls, d: dict) -> "Sensitivity":
-        return cls(d["model"], d["base"], d["low"], d["base_kld"], np.asarray(d["added"], dtype=float))
+        return cls(d["model"], d["base"], d["low"], d["base_kld"], np.asarray(d["added"], dtype=float),
+                   tuple(d.get("scale", (1.0, 1.0))), d.get("scale_ctx", 0))
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1))
@@ -134,14 +138,32 @@ def allocate(sens: Sensitivity, budget: float, n_ctx: int, recent: int = 0,
         level[best[1], best[2]] = best[3]
 
 
-CALIBRATION = "stdlib docstrings, 2 x 1024 tokens"
+CALIBRATION = "stdlib docstrings, 2 x 1024 tokens per layer, 4096 tokens for K's and V's scales"
 
 
-def calibrate(model_path: Path, progress=None, n_ctx: int = 1024, n_chunks: int = 2) -> Sensitivity:
+def side_scales(model, chunk, sens: Sensitivity, progress=None) -> tuple[float, float]:
+    """How much more every layer's K (V) at the low type costs over one long chunk than the per-layer measurements
+    add up to: at long context V's error costs relatively more than at the short one the layers are measured at
+    (SmolLM2: see docs/measurements.md, types per layer)."""
+    from . import simulate as sim
+    configs = [sens.base, f"{sens.low}/{sens.base}", f"{sens.base}/{sens.low}"]
+    scores = sim.evaluate(model, [chunk], configs, progress=progress)
+    whole = [scores[c].kld - scores[sens.base].kld for c in configs[1:]]
+    summed = np.clip(sens.added, 0, None).sum(axis=0)
+    return tuple(float(max(w, 0.0) / s) if s > 0 else 1.0 for w, s in zip(whole, summed))
+
+
+def calibrate(model_path: Path, progress=None, n_ctx: int = 1024, n_chunks: int = 2,
+              long_ctx: int = 4096) -> Sensitivity:
     """A model's sensitivities over the calibration text (the Python standard library's docstrings, unlike any text
-    it is scored on): 1 + 2 n_layer simulator runs of each chunk, about 20 minutes for SmolLM2 on two cores."""
+    it is scored on): 1 + 2 n_layer simulator runs of each n_ctx chunk, then K's and V's scales over one long_ctx
+    chunk (0: none); about 30 minutes for SmolLM2 on two cores."""
     from . import simulate as sim
     model = sim.Model(model_path)
     tokens = sim.tokenize(model.path, sim.stdlib_text().encode())
-    chunks = sim.chunk_tokens(tokens, n_ctx, n_chunks, model.hp.bos if model.hp.add_bos else None)
-    return sensitivity(model, chunks, progress=progress)
+    bos = model.hp.bos if model.hp.add_bos else None
+    sens = sensitivity(model, sim.chunk_tokens(tokens, n_ctx, n_chunks, bos), progress=progress)
+    if not long_ctx:
+        return sens
+    long_chunk = sim.chunk_tokens(tokens, long_ctx, 1, bos, first_chunk=n_ctx * n_chunks // long_ctx + 1)[0]
+    return replace(sens, scale=side_scales(model, long_chunk, sens, progress), scale_ctx=long_ctx)
