@@ -113,30 +113,26 @@ def allocate(sens: Sensitivity, budget: float, n_ctx: int, recent: int = 0,
     budget bits per value at n_ctx (exact rows and centers counted); ValueError if even the cheapest does not fit."""
     n = sens.n_layer
     level = np.zeros((n, 2), dtype=int)                 # index into family, per layer and side
-    bits = lambda: cache_config.parse(spec_of(pairs(), recent)).bits(n_ctx, n_layer=n)  # noqa: E731
     pairs = lambda: [(family[level[il, 0]], family[level[il, 1]]) for il in range(n)]  # noqa: E731
-    if bits() > budget + 1e-9:
+    spent = cache_config.parse(spec_of(pairs(), recent)).bits(n_ctx, n_layer=n)
+    if spent > budget + 1e-9:
         raise ValueError(f"{budget:g} bits/value at {n_ctx} tokens: the cheapest configuration, {spec_of(pairs(), recent)}, "
-                         f"takes {bits():.3f}")
+                         f"takes {spent:.3f}")
     width = lambda t: TYPES[t].bits_per_value  # noqa: E731
-    while True:
+    while True:                 # an upgrade of one side of one layer adds its width's difference over 2 n values
         best = None
         for il in range(n):
             for s in (0, 1):
                 cur = family[level[il, s]]
                 for up in range(level[il, s] + 1, len(family)):
-                    gain = sens.cost(il, s, cur) - sens.cost(il, s, family[up])
-                    rate = gain / (width(family[up]) - width(cur))
-                    if best is None or rate > best[0]:
-                        level[il, s], was = up, level[il, s]
-                        fits = bits() <= budget + 1e-9
-                        level[il, s] = was
-                        if fits:
-                            best = (rate, il, s, up)
+                    extra = (width(family[up]) - width(cur)) / (2 * n)
+                    rate = (sens.cost(il, s, cur) - sens.cost(il, s, family[up])) / (width(family[up]) - width(cur))
+                    if spent + extra <= budget + 1e-9 and (best is None or rate > best[0]):
+                        best = (rate, il, s, up, extra)
         if best is None or best[0] <= 0:
             return spec_of(pairs(), recent)
         level[best[1], best[2]] = best[3]
-
+        spent += best[4]
 
 CALIBRATION = "stdlib docstrings, 2 x 1024 tokens per layer, 4096 tokens for K's and V's scales"
 
