@@ -62,6 +62,11 @@ def test_bits_of_types_per_layer_are_the_mean_over_the_model_s_layers():
         cfg.bits(8192, n_layer=24)
 
 
+def test_a_label_counts_the_layers_a_configuration_gives_types():
+    assert cache_config.parse("pq42/pq32+recent64+L0-1=pq46+L29=pq46/q8_0").label == "pq42/pq32+recent64+3 layers' types"
+    assert cache_config.parse("pq46/pq37+plain").label == "pq46/pq37+plain"
+
+
 def test_bits_are_the_kv_buffer_llama_cpp_logs():
     # SmolLM2 (30 layers, K and V rows of 192 values), -c 512 with 4 sequences: tests/data/kv-lines-pq46.txt
     lines = (Path(__file__).parent / "data" / "kv-lines-pq46.txt").read_text()

@@ -84,7 +84,7 @@ def test_report_writes_tables_and_plots(bin_dir, model_path, tmp_path):
     out = tmp_path / "report"
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--ctx", "1024", "--chunks", "1",
                              "--short-chunks", "1", "--types", "f16,q4_0,pq46,pq37", "--configs",
-                             "q4_0+center+sink1,pq46/pq37+plain", "--depths", "0", "--reps", "1", "--out", str(out)],
+                             "q4_0+center+sink1,pq46/pq37+plain,pq46+L0-1=pq27+L5=pq37", "--depths", "0", "--reps", "1", "--out", str(out)],
                             capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     md = (out / "report.md").read_text()
@@ -96,18 +96,26 @@ def test_report_writes_tables_and_plots(bin_dir, model_path, tmp_path):
     # per side in f16, the centers in f32: 96 bits over 2 x 512 values); plain has none
     assert re.search(r"^\| q4_0\+center\+sink1 \| 4\.594" + row, short, flags=re.M), short
     assert re.search(r"^\| pq46/pq37\+plain \| 4\.188" + row, short, flags=re.M), short
+    # types per layer: named by their count in the tables, the whole string listed below the long table
+    assert re.search(r"^\| pq46\+3 layers' types \| 4\.\d{3}" + row, long, flags=re.M), long
+    assert "- `pq46+L0-1=pq27+L5=pq37`" in long
     assert re.search(r"^\| pq46 \| tg64 \| 0 \| [\d.]+ ± [\d.]+ \| [\d.]+x \| [\d.]+x \|$", md, flags=re.M), md
     for png in ("kld_vs_bits.png", "speed_vs_depth.png", "kv_memory.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in md
     report = json.loads((out / "report.json").read_text())
     for table in ("long", "short"):
-        assert [r["type"] for r in report["quality"][table]["rows"]] == ["f16", "q4_0", "pq46", "pq37",
-                                                                         "q4_0+center+sink1", "pq46/pq37+plain"]
+        assert [r["type"] for r in report["quality"][table]["rows"]] == [
+            "f16", "q4_0", "pq46", "pq37", "q4_0+center+sink1", "pq46/pq37+plain", "pq46+L0-1=pq27+L5=pq37"]
     for r in report["quality"]["long"]["rows"][1:]:   # the buffers hold what cache_config counts (the log rounds MiB)
         cfg = cache_config.parse(r["type"])
-        assert r["seqs"] == 2 and r["formula_bits"] == cfg.bits(1024), r
-        assert r["bits"] == pytest.approx(cfg.bits(1024, n_seq=2), abs=0.005), r
+        assert r["seqs"] == 2 and r["formula_bits"] == cfg.bits(1024, n_layer=30), r
+        assert r["bits"] == pytest.approx(cfg.bits(1024, n_seq=2, n_layer=30), abs=0.005), r
+    # the report's text and plots again from its figures (llama-polar report --readme does this): the same text
+    from llama_polar.report import render
+    (out / "report.md").unlink()
+    render(report, out)
+    assert (out / "report.md").read_text() == md and report["command"].startswith("llama-polar report --ctx 1024")
     assert "[" in result.stderr and "done" in result.stderr    # the progress bar
 
 
@@ -125,6 +133,15 @@ def test_the_readme_tables_are_the_reports():
     readme = (ROOT / "README.md").read_text()
     assert report.sync_readme(readme, report.readme_tables(data, "docs/report/report.md")) == readme
     assert len(readme.splitlines()) <= 220
+
+
+def test_llama_bench_runs_deep_only_what_it_is_asked_to():
+    from llama_polar.report import bench_runs
+    types, depths = ["f16", "q4_0", "pq46"], [0, 8192]
+    assert bench_runs(types, depths, None) == [("f16", depths), ("q4_0", depths), ("pq46", depths)]
+    # a configuration named in deep is benched too, at every depth; q4_0 only at the first depth
+    assert bench_runs(types, depths, ["f16", "pq46", "pq42/pq32+L3=pq46"]) == [
+        ("f16", depths), ("q4_0", [0]), ("pq46", depths), ("pq42/pq32+L3=pq46", depths)]
 
 
 def test_the_readme_blocks_are_replaced_whole():

@@ -36,6 +36,7 @@ BUILD_MODIFIERS = "plain, center, fixed, calib, sinkN, recentN, LA[-B]=K[/V]"
 # kept in the slow RoPE pairs only, no rotation, Q not rounded
 SIMULATOR_MODIFIERS = {r"online(\d+)(?:from(\d+))?": "onlineN[fromM]", r"band([\d.]+)": "bandX",
                        "norot": "norot", "noqround": "noqround"}
+LAYER_MODIFIER = r"L(\d+)(?:-(\d+))?=([^/]+)(?:/(.+))?"     # LA[-B]=K[/V]: layers, K type, V type
 ONLINE_KEYS = 64            # the build's online center: the mean of this many keys after the sink rows
 
 
@@ -75,6 +76,17 @@ class CacheConfig:
     recent: int = 0              # exact recent rows per sequence (LLAMA_KV_RECENT_ROWS)
     experiments: tuple[str, ...] = ()   # simulator-only modifiers, in the order given
     layers: tuple[LayerTypes, ...] = ()  # types of some layers (LLAMA_KV_LAYER_TYPES), in the order given
+
+    @property
+    def label(self) -> str:
+        """The string with its layer types counted instead of listed ("pq42/pq32+26 layers' types"): a table's or a
+        plot's name for it; the string itself is what runs."""
+        if not self.layers:
+            return self.spec
+        layer_modifier = re.compile(LAYER_MODIFIER)
+        kept = [m for m in self.spec.split("+") if not layer_modifier.fullmatch(m)]
+        n = sum(lt.last - lt.first + 1 for lt in self.layers)
+        return "+".join(kept) + f"+{n} layers' types"
 
     @property
     def centered(self) -> bool:
@@ -192,7 +204,7 @@ def parse(spec: str, experiments: bool = False) -> CacheConfig:
             sink = int(g[1])
         elif (g := re.fullmatch(r"recent(\d+)", m)):
             recent = int(g[1])
-        elif (g := re.fullmatch(r"L(\d+)(?:-(\d+))?=([^/]+)(?:/(.+))?", m)):
+        elif (g := re.fullmatch(LAYER_MODIFIER, m)):
             layers.append(_layer_types(spec, m, g))
         elif experiments and any(re.fullmatch(p, m) for p in SIMULATOR_MODIFIERS):
             extra.append(m)

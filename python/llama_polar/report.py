@@ -6,7 +6,8 @@ Steps (a tqdm progress bar on stderr counts them):
      q4_0 with the polar types' centering and sink rows): mean KLD, its 99.9th percentile, PPL and same-top-token
      rate, at the long context users compress a cache for (chunks of 8192 tokens unless asked otherwise; bits per
      value from the KV buffers llama.cpp allocated, every exact row and center counted), then at 512 tokens;
-  2. speed: llama-bench for every type at each depth (llama_polar.bench), ratios to f16 and q4_0 from the same run;
+  2. speed: llama-bench for every type (and configuration) at each depth (bench_runs), ratios to f16 and q4_0 from
+     the same run;
   3. memory: KV-cache size per type at context lengths up to the model's, from its GGUF metadata.
 write() puts <out>/report.md, <out>/kld_vs_bits.png (the frontier: KLD against bits per value, polar and upstream
 types), <out>/speed_vs_depth.png, <out>/kv_memory.png, and <out>/report.json with every figure.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -123,7 +125,7 @@ def plot(report: dict, out: Path) -> list[str]:
         ax.scatter([r["bits"] for r in pts], [r["kld"] for r in pts], marker=marker, color=color, label=group)
         for r in pts:   # names on the frontier and for upstream's types only: the table has every point
             if (r["bits"], r["kld"]) in hull or group == "upstream":
-                ax.annotate(r["type"], (r["bits"], r["kld"]), textcoords="offset points", xytext=(5, -3), fontsize=8)
+                ax.annotate(cache_config.parse(r["type"]).label, (r["bits"], r["kld"]), textcoords="offset points", xytext=(5, -3), fontsize=8)
     ax.plot([b for b, _ in hull], [k for _, k in hull], "k--", lw=0.8, label="frontier")
     ax.set_yscale("log")
     label(ax, "bits per cached value", "mean KLD vs f16 cache (log)",
@@ -134,11 +136,11 @@ def plot(report: dict, out: Path) -> list[str]:
     tests = sorted({r["test"] for r in speed})
     fig, axes = plt.subplots(1, len(tests), figsize=(6 * len(tests), 4.5), squeeze=False)
     for ax, test in zip(axes[0], tests):
-        for t in report["types"]:
+        for t in dict.fromkeys(r["type"] for r in speed):
             pts = sorted((r["depth"], r["tps"]) for r in speed if r["type"] == t and r["test"] == test)
-            if pts:
-                style = "-o" if t in POLAR_TYPES else "--s"
-                ax.plot([d for d, _ in pts], [v for _, v in pts], style, label=t, ms=4)
+            if len(pts) > 1:            # a line per name benched at more than one depth
+                style = "--s" if t in ("f16", "q8_0", "q4_0") else "-o"
+                ax.plot([d for d, _ in pts], [v for _, v in pts], style, label=cache_config.parse(t).label, ms=4)
         label(ax, "depth (tokens already in the cache)", "tokens/s",
               f"{test}, {report['threads']} threads, flash attention on")
     files.append(save(fig, out, "speed_vs_depth.png"))
@@ -164,6 +166,7 @@ def markdown(report: dict, command: str) -> str:
              "`llama_polar.cache_config`). Bits/value from the KV buffers llama.cpp allocated at this context, "
              "relative to f16's, sink rows and centers included.", ""]
     lines += quality_table(long["rows"], "bits")
+    lines += layer_types_list(long["rows"])
     lines += ["", "![KLD against bits per value](kld_vs_bits.png)", ""]
     if short:
         lines += [f"## Quality at {short['ctx']} tokens ({short['chunks']} chunks)", "",
@@ -174,7 +177,7 @@ def markdown(report: dict, command: str) -> str:
               f"## Speed (llama-bench, {report['threads']} threads, {report['reps']} repetitions, ratios from the same "
               "run)", "", "| type | test | depth | tokens/s | vs f16 | vs q4_0 |", "|---|---|---:|---:|---:|---:|"]
     for r in report["speed"]:
-        lines.append(f"| {r['type']} | {r['test']} | {r['depth']} | {r['tps']:.2f} ± {r['sd']:.2f} | "
+        lines.append(f"| {cache_config.parse(r['type']).label} | {r['test']} | {r['depth']} | {r['tps']:.2f} ± {r['sd']:.2f} | "
                      f"{format_ratio(r['vs_f16'])} | {format_ratio(r['vs_q4_0'])} |")
     ctxs, mem = report["memory"]["context"], report["memory"]["mib"]
     lines += ["", "![tokens/s against depth](speed_vs_depth.png)", "",
@@ -194,35 +197,53 @@ def quality_table(rows: list[dict], bits: str) -> list[str]:
     for r in sorted(rows, key=lambda r: (bool(r.get("config")), -r[bits])):
         ratio = format_ratio(r["kld"] / q4_0) if q4_0 and r["type"] != "f16" else "-"
         p999 = "-" if r["kld_p999"] is None else f"{r['kld_p999']:.3f}"
-        out.append(f"| {r['type']} | {r[bits]:.3f} | {r['kld']:.4f} | {ratio} | {p999} | "
+        out.append(f"| {cache_config.parse(r['type']).label} | {r[bits]:.3f} | {r['kld']:.4f} | {ratio} | {p999} | "
                    f"{r['ppl']:.3f} | {r['top']:.2f}% |")
     return out
 
 
+def layer_types_list(rows: list[dict]) -> list[str]:
+    """The whole strings of the configurations a table names by their layer count (CacheConfig.label)."""
+    specs = [r["type"] for r in rows if cache_config.parse(r["type"]).layers]
+    if not specs:
+        return []
+    return ["", "The configurations with types per layer, as they run (`llama-polar recommend` prints them as a "
+            "shell fragment):", "", *[f"- `{s}`" for s in specs]]
+
+
+def bench_runs(types: list[str], depths: list[int], deep: list[str] | None) -> list[tuple[str, list[int]]]:
+    """What llama-bench runs, at which depths: the types and deep's configurations at every depth if deep names
+    them (None: every type), the other types at the first depth only (at 8192 tokens an upstream quantized cache
+    takes minutes to fill for each test)."""
+    names = list(types) + [c for c in deep or () if c not in types]
+    return [(t, depths if deep is None or t in deep else depths[:1]) for t in names]
+
+
 def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list[int], reps: int,
             threads: int, configs: list[str] = (), centers: Path | None = None, ctx: int = 8192,
-            short_chunks: int = 16) -> dict:
+            short_chunks: int = 16, deep: list[str] | None = None) -> dict:
     """Every figure of the report: quality at chunks x ctx tokens and short_chunks x 512 (0: none), speed and
-    memory of each cache type (types must include f16), and the quality of each configuration (centers: the
-    calibrated centers for the "calib" ones)."""
+    memory of each cache type (types must include f16; speed at the depths bench_runs gives), and the quality of
+    each configuration (centers: the calibrated centers for the "calib" ones)."""
     meta = polar_llama.model_metadata(str(model))
     runs = len(types) + len(configs)
-    steps = len(types) + runs * (2 if short_chunks else 1)
+    benches = bench_runs(types, depths, deep)
+    steps = len(benches) + runs * (2 if short_chunks else 1)
     with tqdm(total=steps, unit="step", desc="report") as progress:
         quality = {"long": measure_quality(model, text, chunks, ctx, types, progress, configs, centers)}
         if short_chunks:
             quality["short"] = measure_quality(model, text, short_chunks, SHORT_CTX, types, progress, configs,
                                                centers)
         speed = []
-        for t in types:
+        for t, at in benches:
             progress.set_description(f"speed: {t}")
-            speed += run_llama_bench(model, t, depths, 512, 64, reps, threads)
+            speed += run_llama_bench(model, t, at, 512, 64, reps, threads)
             progress.update()
         with_ratios(speed)
         ctxs, mem = measure_memory(meta, types)
         progress.set_description("done")
     return {"model": model.name, "text": text.name, "threads": threads, "reps": reps,
-            "types": types, "configs": list(configs), "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+            "types": types, "configs": list(configs), "benched": [t for t, _ in benches], "date": time.strftime("%Y-%m-%d"), "machine": machine(),
             "quality": quality, "speed": speed, "memory": {"context": ctxs, "mib": mem}}
 
 
@@ -257,11 +278,13 @@ def readme_tables(report: dict, source: str) -> dict[str, str]:
     rows = [f"From the same report (llama-bench, {report['threads']} threads, {report['reps']} repetitions, ratios "
             "within the run):", "", f"| type | pp512 @ {depth}, vs f16 | tg64 @ {depth}, vs f16 | tg64 @ 0, vs q4_0 |",
             "|---|---:|---:|---:|"]
-    for t in report["types"]:
-        if t != "f16" and (t, "tg64", 0) in speed:
-            rows.append(f"| {t} | {format_ratio(speed[t, 'pp512', depth]['vs_f16'])} | "
-                        f"{format_ratio(speed[t, 'tg64', depth]['vs_f16'])} | "
-                        f"{format_ratio(speed[t, 'tg64', 0]['vs_q4_0'])} |")
+    def ratio(t, test, d, ref):
+        return format_ratio(speed[t, test, d][ref]) if (t, test, d) in speed else "-"
+
+    for t in report.get("benched", report["types"]):
+        if t != "f16":
+            rows.append(f"| {cache_config.parse(t).label} | {ratio(t, 'pp512', depth, 'vs_f16')} | "
+                        f"{ratio(t, 'tg64', depth, 'vs_f16')} | {ratio(t, 'tg64', 0, 'vs_q4_0')} |")
     from .recommend import table       # recommend reads reports: imported here, not at the top
     choose = [f"What `llama-polar recommend --bits B` picks from the report below ({run['chunks']} chunks of "
               f"{run['ctx']} tokens):", "", *table(report)]
@@ -281,9 +304,23 @@ def sync_readme(readme: str, tables: dict[str, str]) -> str:
 
 
 def write(report: dict, out: Path, command: str) -> Path:
-    """report.md, its three plots and report.json into out/; returns the markdown file."""
+    """report.md, its three plots and report.json (with the command) into out/; returns the markdown file."""
     out.mkdir(parents=True, exist_ok=True)
-    plot(report, out)
-    (out / "report.md").write_text(markdown(report, command))
+    report = {**report, "command": command}
     (out / "report.json").write_text(json.dumps(report, indent=1))
+    return render(report, out)
+
+
+def render(report: dict, out: Path) -> Path:
+    """report.md and its plots from a report's figures: again, when only the way they are shown has changed."""
+    plot(report, out)
+    (out / "report.md").write_text(markdown(report, report.get("command") or quoted_command(out / "report.md")))
     return out / "report.md"
+
+
+def quoted_command(md: Path) -> str:
+    """The command a report.md says it was made with (reports before 2026-12-04 kept it only there)."""
+    m = re.search(r"with `(llama-polar report[^`]*)`", md.read_text()) if md.is_file() else None
+    if not m:
+        raise ValueError(f"{md.parent / 'report.json'} has no command, and {md} names none")
+    return m[1]

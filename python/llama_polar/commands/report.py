@@ -32,12 +32,14 @@ def update_readme(ap, readme: Path, out: Path) -> int:
     if not source.is_file() or not readme.is_file():
         ap.error(f"--readme needs {readme} and {source} (made by llama-polar report --out {out})")
     cite = os.path.relpath(out / "report.md", readme.resolve().parent)
+    data = json.loads(source.read_text())
     try:
-        text = report.sync_readme(readme.read_text(), report.readme_tables(json.loads(source.read_text()), cite))
+        text = report.sync_readme(readme.read_text(), report.readme_tables(data, cite))
+        report.render(data, out)
     except ValueError as e:
         ap.error(f"--readme {readme}: {e}")
     readme.write_text(text)
-    print(f"wrote the report tables of {readme} from {source}")
+    print(f"wrote {out / 'report.md'}, its plots and the report tables of {readme} from {source}")
     return 0
 
 
@@ -53,6 +55,8 @@ def main(argv=None, prog=None) -> int:
                     "(default %(default)s; 0: none)")
     ap.add_argument("--types", default=",".join(bench.DEFAULT_TYPES), help="cache types (default: %(default)s)")
     ap.add_argument("--depths", default="0,4096", help="llama-bench depths (default %(default)s)")
+    ap.add_argument("--deep", help="types and configurations llama-bench runs at every depth; the other types run "
+                    "at the first depth only (default: every type at every depth)")
     ap.add_argument("--reps", type=int, default=3, help="llama-bench repetitions (default %(default)s)")
     ap.add_argument("--threads", type=int, default=2, help="threads (default %(default)s)")
     ap.add_argument("--configs", default="", help="configurations scored besides the types, comma-separated "
@@ -63,7 +67,8 @@ def main(argv=None, prog=None) -> int:
     ap.add_argument("--out", type=Path, default=out,
                     help="output folder (default %(default)s)")
     ap.add_argument("--readme", type=Path, metavar="README.md",
-                    help="measure nothing: write the README's report tables from <out>/report.json")
+                    help="measure nothing: write the README's report tables, <out>/report.md and its plots from "
+                    "<out>/report.json")
     args = ap.parse_args(argv)
     if args.readme:
         return update_readme(ap, args.readme, args.out)
@@ -72,6 +77,7 @@ def main(argv=None, prog=None) -> int:
         types = parse_types(args.types, CACHE_TYPES, "cache type")
         depths = [int(d) for d in args.depths.split(",") if d.strip()]
         configs = cache_config.parse_list(args.configs)
+        deep = None if args.deep is None else [c.spec for c in cache_config.parse_list(args.deep)]
     except ValueError as e:
         ap.error(str(e))
     if "f16" not in types:
@@ -91,7 +97,7 @@ def main(argv=None, prog=None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         centers = calibrate.write_centers(args.out / "k-centers.gguf", values, identity, "stdlib docstrings, 8 x 512")
     data = report.measure(model, args.text, args.chunks, types, depths, args.reps, args.threads,
-                          [c.spec for c in configs], centers, args.ctx, args.short_chunks)
+                          [c.spec for c in configs], centers, args.ctx, args.short_chunks, deep)
     command = "llama-polar report " + " ".join(argv if argv is not None else sys.argv[1:])   # for the report's text
     print(f"wrote {report.write(data, args.out, command.strip())} and its plots")
     return 0

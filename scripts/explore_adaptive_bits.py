@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Exploration (issue 17, item 4): radius-adaptive bits inside a polar block, in float64 NumPy.
+
+A fixed polar type spends bits[l] bits on every angle of level l. Here each level keeps its total (nodes x bits[l])
+but spends it across its nodes by their decoded radii, top level first, so the decoder can repeat the allocation:
+greedily, one bit at a time, to the node whose expected squared error 2 r^2 (1 - E[cos(angle error)]) drops most
+(ties to the lower index). The angle codebooks are the generated Lloyd-Max ones (llama_polar.codebooks).
+
+  explore_adaptive_bits.py --gaussian            relative MSE, fixed vs adaptive, for each family type's bits
+  explore_adaptive_bits.py --kld --ctx 2048      mean KLD in the simulator (SmolLM2, Paradise Lost), the polar
+                                                 types replaced by their adaptive versions
+
+This is a prototype to decide whether the codec is worth building; nothing in the product imports it.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+
+from llama_polar import _codebooks as gen          # noqa: E402
+from llama_polar import codebooks as cbk           # noqa: E402
+
+BLOCK = 64
+LEVELS = 6
+MAX_BITS = {1: cbk.MAX_BITS}                        # level 1 up to 8 bits, deeper levels up to 6
+LEVEL1_MIN = 1
+
+
+@lru_cache(maxsize=None)
+def books() -> dict:
+    """(level, bits) -> (centroids, mean cos of the angle error), float64; level 1 from 1 bit (half circles)."""
+    out = {}
+    for b in range(LEVEL1_MIN, cbk.MAX_BITS + 1):
+        width = 2 * math.pi / 2**b
+        half = width / 2
+        out[1, b] = ((np.arange(2**b) + 0.5) * width, math.sin(half) / half)
+    out[1, 0] = (np.array([0.0]), 0.0)              # no bits: the pair decodes to zero
+    for level in range(2, LEVELS + 1):
+        dens = cbk.LevelDensity(level)
+        for b in range(0, cbk.MAX_DEEP_BITS + 1):
+            c = dens.codebook(b)
+            out[level, b] = (c.centroids, c.mean_cos_error)
+    return out
+
+
+def max_bits(level: int) -> int:
+    return cbk.MAX_BITS if level == 1 else cbk.MAX_DEEP_BITS
+
+
+def allocate(radii: np.ndarray, level: int, total: int) -> np.ndarray:
+    """(n, nodes) decoded radii -> (n, nodes) bits summing to total per row: greedy by the drop in expected error."""
+    bk = books()
+    mc = np.array([bk[level, b][1] for b in range(max_bits(level) + 1)] + [np.nan])
+    r2 = radii * radii
+    bits = np.zeros(radii.shape, dtype=np.int64)
+    rows = np.arange(radii.shape[0])
+    for _ in range(total):
+        gain = np.where(bits < max_bits(level), r2 * (mc[np.minimum(bits + 1, len(mc) - 1)] - mc[bits]), -np.inf)
+        bits[rows, np.argmax(gain, axis=1)] += 1
+    return bits
+
+
+@lru_cache(maxsize=None)
+def rank_profile(level_bits: tuple[int, ...], rows: int = 4096) -> dict[int, np.ndarray]:
+    """Per level, the bits of each rank (largest decoded radius first): the greedy allocation's mean bits per rank on
+    Gaussian blocks, rounded so that the level keeps its total. A decoder then needs only the ranks of the radii."""
+    x = np.random.default_rng(7).standard_normal((rows, BLOCK))
+    top, angles = polar_tree(x)
+    val = top.astype(np.float16).astype(np.float64)[:, None]
+    profile = {}
+    for level in range(LEVELS, 0, -1):
+        nodes = BLOCK >> level
+        total = nodes * level_bits[level - 1]
+        bits = allocate(val, level, total)
+        order = np.argsort(-val, axis=1, kind="stable")
+        mean = np.take_along_axis(bits, order, axis=1).mean(axis=0)
+        prof = np.floor(mean).astype(np.int64)
+        for j in np.argsort(-(mean - prof), kind="stable")[:total - prof.sum()]:
+            prof[j] += 1
+        profile[level] = prof
+        ang = quantize_angle(angles[level], level, bits)
+        children = np.empty((val.shape[0], 2 * nodes))
+        children[:, 0::2] = val * np.cos(ang)
+        children[:, 1::2] = val * np.sin(ang)
+        val = children
+    return profile
+
+
+def ranked(radii: np.ndarray, profile: np.ndarray) -> np.ndarray:
+    """Bits of each node from its rank among the block's radii (ties to the lower index)."""
+    order = np.argsort(-radii, axis=1, kind="stable")
+    bits = np.empty(radii.shape, dtype=np.int64)
+    np.put_along_axis(bits, order, np.broadcast_to(profile, radii.shape), axis=1)
+    return bits
+
+
+def quantize_angle(angle: np.ndarray, level: int, bits: np.ndarray) -> np.ndarray:
+    """Nearest centroid (circular at level 1) of each angle at its own bit count; returns the decoded angles."""
+    bk = books()
+    out = np.zeros_like(angle)
+    for b in np.unique(bits):
+        sel = bits == b
+        cent = bk[level, int(b)][0]
+        a = angle[sel][:, None]
+        d = np.abs(a - cent[None, :])
+        if level == 1:
+            d = np.minimum(d, 2 * math.pi - d)
+        out[sel] = cent[np.argmin(d, axis=1)]
+    return out
+
+
+def polar_tree(x: np.ndarray):
+    """(n, 64) -> top radius (n,) and per level (1..6) the true angles (n, nodes)."""
+    angles = {1: np.mod(np.arctan2(x[:, 1::2], x[:, 0::2]), 2 * math.pi)}
+    r = np.hypot(x[:, 0::2], x[:, 1::2])
+    for level in range(2, LEVELS + 1):
+        a, b = r[:, 0::2], r[:, 1::2]
+        angles[level] = np.arctan2(b, a)
+        r = np.hypot(a, b)
+    return r[:, 0], angles
+
+
+def roundtrip(x: np.ndarray, level_bits: tuple[int, ...], adaptive: str | bool) -> np.ndarray:
+    """Encode and decode (n, 64) values with a type's bits per level, fixed (False), radius-adaptive ("greedy") or
+    by rank ("rank": rank_profile); fp16 top radius."""
+    top, angles = polar_tree(x.astype(np.float64))
+    val = top.astype(np.float16).astype(np.float64)[:, None]
+    profile = rank_profile(tuple(level_bits)) if adaptive == "rank" else None
+    for level in range(LEVELS, 0, -1):
+        nodes = BLOCK >> level
+        total = nodes * level_bits[level - 1]
+        if adaptive == "rank":
+            bits = ranked(val, profile[level])
+        elif adaptive:
+            bits = allocate(val, level, total)
+        else:
+            bits = np.full(val.shape, level_bits[level - 1])
+        ang = quantize_angle(angles[level], level, bits)
+        children = np.empty((val.shape[0], 2 * nodes))
+        children[:, 0::2] = val * np.cos(ang)
+        children[:, 1::2] = val * np.sin(ang)
+        val = children
+    return val
+
+
+def rel_mse(x, y) -> float:
+    return float(np.sum((x - y) ** 2) / np.sum(x * x))
+
+
+def gaussian_table(n: int) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, BLOCK))
+    print("| type | bits/value | bits per level | rel. MSE fixed | greedy by radius | ratio | by rank | ratio |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    for name, spec in gen.TREE_TYPES.items():
+        if spec["groups"] != 1:
+            continue
+        lb = tuple(spec["level_bits"])
+        f = rel_mse(x, roundtrip(x, lb, False))
+        a = rel_mse(x, roundtrip(x, lb, "greedy"))
+        r = rel_mse(x, roundtrip(x, lb, "rank"))
+        print(f"| {name} | {spec['type_size'] * 8 / BLOCK:.3f} | {'/'.join(map(str, lb))} | {f:.5f} | {a:.5f} | "
+              f"{a / f:.2f}x | {r:.5f} | {r / f:.2f}x |")
+
+
+def kld(ctx: int, chunks: int, configs: list[str]) -> None:
+    """Mean KLD of each configuration in the simulator, with the polar types as built and then adaptive."""
+    from llama_polar import models, simulate, texts
+
+    class AdaptiveCodec:                 # the simulator's codec interface: quantize returns what dequantize takes
+        mode = "greedy"
+
+        def quantize(self, x, name):
+            return roundtrip(np.asarray(x, dtype=np.float32).reshape(-1, BLOCK),
+                             tuple(gen.TREE_TYPES[name]["level_bits"]), self.mode).astype(np.float32).reshape(x.shape)
+
+        def dequantize(self, q, name):
+            return q
+
+    model = simulate.Model(models.model_path())
+    data = list(simulate.text_chunks(model, texts.text_path(), chunks, ctx))
+    built = simulate.evaluate(model, data, configs)
+    simulate.polar_codec = lambda: AdaptiveCodec()
+    adapted = simulate.evaluate(model, data, configs)
+    print(f"| configuration ({chunks} x {ctx} tokens, simulator) | KLD as built | KLD adaptive | ratio |")
+    print("|---|---:|---:|---:|")
+    for c in configs:
+        b, a = built[c].kld, adapted[c].kld
+        print(f"| {c} | {b:.4f} | {a:.4f} | {a / b:.2f}x |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gaussian", action="store_true")
+    ap.add_argument("--rows", type=int, default=8192)
+    ap.add_argument("--kld", action="store_true")
+    ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--chunks", type=int, default=1)
+    ap.add_argument("--configs", default="q4_0,pq46,pq42/pq32,pq37/pq27")
+    args = ap.parse_args()
+    if args.gaussian:
+        gaussian_table(args.rows)
+    if args.kld:
+        kld(args.ctx, args.chunks, args.configs.split(","))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
