@@ -4,7 +4,9 @@
 A fixed polar type spends bits[l] bits on every angle of level l. Here each level keeps its total (nodes x bits[l])
 but spends it across its nodes by their decoded radii, top level first, so the decoder can repeat the allocation:
 greedily, one bit at a time, to the node whose expected squared error 2 r^2 (1 - E[cos(angle error)]) drops most
-(ties to the lower index). The angle codebooks are the generated Lloyd-Max ones (llama_polar.codebooks).
+(ties to the lower index). The angle codebooks are the generated Lloyd-Max ones (llama_polar.codebooks). Cheaper
+allocations a decoder could afford: a fixed profile of bits per rank of the radii ("rank"), greedy inside groups of
+N consecutive nodes that share N x bits ("groupN"), and two siblings splitting 2 x bits ("siblings").
 
   explore_adaptive_bits.py --gaussian            relative MSE, fixed vs adaptive, for each family type's bits
   explore_adaptive_bits.py --kld --ctx 2048      mean KLD in the simulator (SmolLM2, Paradise Lost), the polar
@@ -101,6 +103,22 @@ def ranked(radii: np.ndarray, profile: np.ndarray) -> np.ndarray:
     return bits
 
 
+def siblings(radii: np.ndarray, level: int, bits: int) -> np.ndarray:
+    """Bits of each node when two siblings share 2 * bits: b + k and b - k with k = round(log2(r1 / r2) / 2), the
+    high-rate optimum for their radii. Every pair's field keeps its place in the stream; only its split moves."""
+    if radii.shape[1] == 1:
+        return np.full(radii.shape, bits)
+    lo = LEVEL1_MIN if level == 1 else 0
+    room = min(bits - lo, max_bits(level) - bits)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.log2(radii[:, 0::2] / radii[:, 1::2])
+    k = np.clip(np.round(np.nan_to_num(ratio, nan=0.0, posinf=room, neginf=-room) / 2), -room, room).astype(np.int64)
+    out = np.empty(radii.shape, dtype=np.int64)
+    out[:, 0::2] = bits + k
+    out[:, 1::2] = bits - k
+    return out
+
+
 def quantize_angle(angle: np.ndarray, level: int, bits: np.ndarray) -> np.ndarray:
     """Nearest centroid (circular at level 1) of each angle at its own bit count; returns the decoded angles."""
     bk = books()
@@ -136,7 +154,12 @@ def roundtrip(x: np.ndarray, level_bits: tuple[int, ...], adaptive: str | bool) 
     for level in range(LEVELS, 0, -1):
         nodes = BLOCK >> level
         total = nodes * level_bits[level - 1]
-        if adaptive == "rank":
+        if isinstance(adaptive, str) and adaptive.startswith("group"):
+            size = min(int(adaptive[5:]), nodes)
+            bits = allocate(val.reshape(-1, size), level, size * level_bits[level - 1]).reshape(val.shape)
+        elif adaptive == "siblings":
+            bits = siblings(val, level, level_bits[level - 1])
+        elif adaptive == "rank":
             bits = ranked(val, profile[level])
         elif adaptive:
             bits = allocate(val, level, total)
@@ -157,8 +180,9 @@ def rel_mse(x, y) -> float:
 def gaussian_table(n: int) -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, BLOCK))
-    print("| type | bits/value | bits per level | rel. MSE fixed | greedy by radius | ratio | by rank | ratio |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    print("| type | bits/value | bits per level | rel. MSE fixed | greedy by radius | ratio | by rank | ratio | "
+          "split between siblings | ratio |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, spec in gen.TREE_TYPES.items():
         if spec["groups"] != 1:
             continue
@@ -166,8 +190,9 @@ def gaussian_table(n: int) -> None:
         f = rel_mse(x, roundtrip(x, lb, False))
         a = rel_mse(x, roundtrip(x, lb, "greedy"))
         r = rel_mse(x, roundtrip(x, lb, "rank"))
+        p = rel_mse(x, roundtrip(x, lb, "siblings"))
         print(f"| {name} | {spec['type_size'] * 8 / BLOCK:.3f} | {'/'.join(map(str, lb))} | {f:.5f} | {a:.5f} | "
-              f"{a / f:.2f}x | {r:.5f} | {r / f:.2f}x |")
+              f"{a / f:.2f}x | {r:.5f} | {r / f:.2f}x | {p:.5f} | {p / f:.2f}x |")
 
 
 def kld(ctx: int, chunks: int, configs: list[str]) -> None:
