@@ -121,3 +121,17 @@ def test_another_model_gets_types_per_layer_from_its_sensitivities(tmp_path):
     assert mismatch.returncode == 2 and "the sensitivities of b, not of other.gguf" in mismatch.stderr
     small = polar("--bits", "2.5", "--model", str(model))
     assert small.returncode == 1 and "the cheapest configuration" in small.stderr
+
+
+def test_the_readme_table_shows_the_report_s_own_layer_types_apart():
+    from llama_polar.report import readme_tables
+    report = json.loads(json.dumps(REPORT))
+    report.update(speed=[{"type": "f16", "test": "tg64", "depth": 0, "tps": 1.0, "vs_f16": 1.0, "vs_q4_0": None}],
+                  types=["f16"], threads=2, reps=1)
+    for r in report["quality"]["long"]["rows"]:
+        r.update(ppl=10.0, top=90.0)
+    assert "With `--model`" not in readme_tables(report, "r.md")["choose"]
+    report["quality"]["long"]["rows"].append({**row("pq42/pq32+L10=pq46/pq32", 3.74, 0.03), "ppl": 10.0, "top": 90.0})
+    uniform, own = readme_tables(report, "r.md")["choose"].split("With `--model` m.gguf, its own types per layer")
+    assert "| 3.75 | `-ctk pq32 -ctv pq32 -fa on` |" in uniform and "LLAMA_KV_LAYER_TYPES" not in uniform
+    assert "| 3.75 | `LLAMA_KV_LAYER_TYPES=10=pq46/pq32 -ctk pq42 -ctv pq32 -fa on` | 3.740 | 0.0300 | 0.50x |" in own

@@ -69,9 +69,10 @@ def fragment(spec: str, centers: Path | str | None = None) -> str:
 BUDGETS = (4.75, 4.25, 3.75, 3.25, 2.75)   # the README's table: about q4_0's size, then the budgets issue 17 sets
 
 
-def table(report: dict, budgets=BUDGETS) -> list[str]:
-    """Markdown rows: for each budget, what choose() picks and its figures (the README's "Choosing a type")."""
-    rows = candidates(report)
+def table(report: dict, budgets=BUDGETS, per_layer: bool = False) -> list[str]:
+    """Markdown rows: for each budget, what choose() picks and its figures (the README's "Choosing a type");
+    per_layer: the report's configurations with types per layer compete (what --model picks for its model)."""
+    rows = candidates(report, per_layer=per_layer)
     out = ["| budget, bits/value | run | bits/value | mean KLD | vs q4_0 |", "|---:|---|---:|---:|---:|"]
     for budget in budgets:
         try:

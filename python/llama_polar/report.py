@@ -288,6 +288,9 @@ def readme_tables(report: dict, source: str) -> dict[str, str]:
     from .recommend import table       # recommend reads reports: imported here, not at the top
     choose = [f"What `llama-polar recommend --bits B` picks from the report below ({run['chunks']} chunks of "
               f"{run['ctx']} tokens):", "", *table(report)]
+    if any(cache_config.parse(r["type"]).layers for r in run["rows"]):
+        choose += ["", f"With `--model` {report['model']}, its own types per layer compete too:", "",
+                   *table(report, per_layer=True)]
     return {"quality": "\n".join(quality), "speed": "\n".join(rows), "choose": "\n".join(choose)}
 
 
