@@ -69,6 +69,14 @@ def allocate(radii: np.ndarray, level: int, total: int) -> np.ndarray:
     return bits
 
 
+def expand(val: np.ndarray, ang: np.ndarray) -> np.ndarray:
+    """The children of every node: (r cos a, r sin a), side by side."""
+    children = np.empty((val.shape[0], 2 * val.shape[1]))
+    children[:, 0::2] = val * np.cos(ang)
+    children[:, 1::2] = val * np.sin(ang)
+    return children
+
+
 @lru_cache(maxsize=None)
 def rank_profile(level_bits: tuple[int, ...], rows: int = 4096) -> dict[int, np.ndarray]:
     """Per level, the bits of each rank (largest decoded radius first): the greedy allocation's mean bits per rank on
@@ -87,11 +95,7 @@ def rank_profile(level_bits: tuple[int, ...], rows: int = 4096) -> dict[int, np.
         for j in np.argsort(-(mean - prof), kind="stable")[:total - prof.sum()]:
             prof[j] += 1
         profile[level] = prof
-        ang = quantize_angle(angles[level], level, bits)
-        children = np.empty((val.shape[0], 2 * nodes))
-        children[:, 0::2] = val * np.cos(ang)
-        children[:, 1::2] = val * np.sin(ang)
-        val = children
+        val = expand(val, quantize_angle(angles[level], level, bits))
     return profile
 
 
@@ -165,11 +169,7 @@ def roundtrip(x: np.ndarray, level_bits: tuple[int, ...], adaptive: str | bool) 
             bits = allocate(val, level, total)
         else:
             bits = np.full(val.shape, level_bits[level - 1])
-        ang = quantize_angle(angles[level], level, bits)
-        children = np.empty((val.shape[0], 2 * nodes))
-        children[:, 0::2] = val * np.cos(ang)
-        children[:, 1::2] = val * np.sin(ang)
-        val = children
+        val = expand(val, quantize_angle(angles[level], level, bits))
     return val
 
 
