@@ -20,14 +20,11 @@ import argparse
 import math
 import sys
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-
-from llama_polar import _codebooks as gen          # noqa: E402
-from llama_polar import codebooks as cbk           # noqa: E402
+from llama_polar import _codebooks as gen
+from llama_polar import codebooks as cbk
 
 BLOCK = 64
 LEVELS = 6
