@@ -1,6 +1,8 @@
 """The KV-cache simulator (llama_polar.simulate): its pieces on tiny synthetic GGUF models, and its KLD figures
 against llama-perplexity's on SmolLM2 + tinyshakespeare (same chunks, flash attention on, f16 cache as the base).
 """
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -214,6 +216,24 @@ def test_centering_and_rotation_change_a_quantized_cache(tiny_llama):
     assert kld["pq32 +c(calib)"] < 0.7 * kld["pq32"] and kld["pq32 norot"] != kld["pq32"], kld
 
 
+@pytest.mark.parametrize("neox", [False, True])
+def test_slowest_pairs_are_the_last_of_each_layout(neox):
+    mask = sim.slowest_pairs(8, 1, neox)
+    assert mask.tolist() == ([0, 0, 0, 1, 0, 0, 0, 1] if neox else [0, 0, 0, 0, 0, 0, 1, 1])
+    assert sim.slowest_pairs(8, 4, neox).tolist() == [1] * 8
+
+
+def test_centers_per_position_in_fewer_pairs_stay_exact(tiny_llama):
+    t = tokens()
+    pairs = [sim.CacheSim.of(f"pq32+pairs{n}") for n in (1, tiny_llama.hp.head_dim // 2)]
+    out = [tiny_llama.forward(t, p) for p in pairs]
+    assert rel_err(out[1], tiny_llama.forward(t, sim.CacheSim.of("pq32"))) == 0     # every pair: the build's default
+    assert rel_err(out[0], out[1]) > 1e-3
+    exact = [replace(p, type_k="f32", type_v="f32", sink_k=0, sink_v=0) for p in pairs]
+    ref = tiny_llama.forward(t, sim.CacheSim("f32", "f32"))
+    assert all(rel_err(tiny_llama.forward(t, e), ref) < 1e-4 for e in exact)
+
+
 def test_sink_rows_over_the_whole_sequence_give_the_f16_cache(tiny_llama):
     t = tokens()
     cfg = sim.CacheSim("pq32", "pq27", sink_k=len(t), sink_v=len(t))
@@ -260,6 +280,10 @@ def test_the_simulators_experiments_parse():
     assert (band.center, band.center_per_position, band.center_band, band.round_q) == ("online", False, 1.5, False)
     with pytest.raises(ValueError, match="add \\+fixed"):
         sim.parse_cache_spec("pq46+band1")
+    pairs = sim.parse_cache_spec("pq46+pairs4")
+    assert (pairs.center_per_position, pairs.center_pairs) == (True, 4)
+    with pytest.raises(ValueError, match="slow RoPE pairs"):
+        sim.parse_cache_spec("pq46+fixed+pairs4")
     with pytest.raises(ValueError, match="unknown modifier 'wobble'"):
         sim.parse_cache_spec("pq46+wobble")
     with pytest.raises(UnknownTypeError, match="iq4_nl"):

@@ -134,6 +134,8 @@ class CacheSim:
         center fits keys at every position only where RoPE barely turns it); None keeps every pair.
     center_per_position: the online center is taken before RoPE and subtracted as RoPE turns it at each key's
         position, then added back when the key is read (exact without softmax's shift invariance).
+    center_pairs: keep that center only in this many of the slowest RoPE pairs (restoring it costs a product over
+        2 x center_pairs values per score instead of head_dim); None keeps every pair.
     sink_k, sink_v: the first n tokens' K (V) kept in f16 beside the quantized cache.
     rotate: llama.cpp's attn_rot for quantized types (False: as with LLAMA_ATTN_ROT_DISABLE=1).
     round_q: Q converted to the K type's vec_dot type (q8_0 for upstream quantized K), as the CPU FA kernel does.
@@ -147,6 +149,7 @@ class CacheSim:
     online_from: int = 0
     center_band: float | None = None
     center_per_position: bool = False
+    center_pairs: int | None = None
     sink_k: int = 0
     sink_v: int = 0
     rotate: bool = True
@@ -181,6 +184,10 @@ class CacheSim:
                 if kw.get("center_per_position"):
                     raise ValueError(f"{config.spec}: {m} limits a fixed center to slow RoPE pairs: add +fixed")
                 kw["center_band"] = float(g[1])
+            elif (g := re.fullmatch(r"pairs(\d+)", m)):
+                if not kw.get("center_per_position"):
+                    raise ValueError(f"{config.spec}: {m} limits centers per position to slow RoPE pairs")
+                kw["center_pairs"] = int(g[1])
             else:
                 kw[{"norot": "rotate", "noqround": "round_q"}[m]] = False
         return cls(**kw)
@@ -393,6 +400,8 @@ class Model:
         raw = rotate(k, rot_k) if rot_k else k                                  # the Hadamard is an involution
         pre = rope(raw, -pos, hp.rope_base[il], hp.rope_neox)                   # undo RoPE
         c = online_center(pre[cache.online_from:], cache.online_keys - cache.online_from)
+        if cache.center_pairs is not None:
+            c = c * slowest_pairs(hp.head_dim, cache.center_pairs, hp.rope_neox)
         off = rope(np.broadcast_to(c, k.shape).copy(), pos, hp.rope_base[il], hp.rope_neox)
         return rotate(off, rot_k) if rot_k else off
 
@@ -440,6 +449,12 @@ def center_keys(k: np.ndarray, cache: CacheSim, center: np.ndarray | None, band=
 def rope_band(d: int, base: float, neox: bool, n_ctx: int, max_turn: float) -> np.ndarray:
     """(d,) 1 on the dimensions of the RoPE pairs that turn at most max_turn radians over n_ctx positions, else 0."""
     slow = n_ctx * base ** (-np.arange(0, d, 2) / d) <= max_turn
+    return (np.concatenate([slow, slow]) if neox else np.repeat(slow, 2)).astype(F32)
+
+
+def slowest_pairs(d: int, n: int, neox: bool) -> np.ndarray:
+    """(d,) 1 on the dimensions of the n RoPE pairs that turn slowest (the last ones), else 0."""
+    slow = np.arange(d // 2) >= d // 2 - n
     return (np.concatenate([slow, slow]) if neox else np.repeat(slow, 2)).astype(F32)
 
 

@@ -1,12 +1,12 @@
 """Simulate KV-cache types on a GGUF model (NumPy fake-quant, llama_polar.simulate) and print KLD against f16.
 
 A cache is a configuration string with the build's meaning (llama_polar.cache_config): K[/V] then '+' modifiers
-plain, center, calib (centers measured on --calib-text), sinkN; a bare polar type is the build's default (centered
-on the first 64 keys after one sink row, one K and V sink row). The simulator's own experiments:
-    onlineN[fromM] the online center from keys M..N-1     bandX   the center only in RoPE pairs turning <= X rad
-    perpos         the online center taken before RoPE, subtracted and restored per position
+plain, center, fixed, calib (centers measured on --calib-text), sinkN; a bare polar type is the build's default
+(centered per position on the first 64 keys after one sink row, one K and V sink row). The simulator's experiments:
+    onlineN[fromM] the online center from keys M..N-1     bandX   a fixed center only in RoPE pairs turning <= X rad
+    pairsN         the center per position only in the N slowest RoPE pairs
     norot          no Hadamard rotation (LLAMA_ATTN_ROT_DISABLE=1);  noqround: Q not rounded to q8_0 for q4_0/q8_0 K
-e.g. pq46, pq46+plain, pq46/pq32+calib+sink1, q4_0+center+sink1, pq46+perpos. --types and --variants make the
+e.g. pq46, pq46+plain, pq46/pq32+calib+sink1, q4_0+center+sink1, pq46+pairs4. --types and --variants make the
 cross product ("default" is the bare type):
     llama-polar simulate --chunks 4 --types q4_0,pq46 --variants default,plain,calib
 """
