@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     if not base.exists():
         t0 = time.monotonic()
         run = perplexity.base_run(model, text, args.chunks, base, ctx=args.ctx)
-        print(f"f16 base: PPL {run.ppl:.3f}, KV {run.kv_mib} MiB ({time.monotonic() - t0:.0f} s)", flush=True)
+        print(f"f16 base: PPL {run.ppl:.3f}, KV {run.kv_mib:.2f} MiB ({time.monotonic() - t0:.0f} s)", flush=True)
     q4_0 = None
     n_layer = polar_llama.model_metadata(str(model))["n_layer"]
     for cfg in configs:
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         q4_0 = r.kld if cfg.spec == "q4_0" else q4_0
         ratio = f", {r.kld / q4_0:.2f}x q4_0" if q4_0 else ""
         print(f"{cfg.spec}: KLD {r.kld:.5f} (99.9% {r.kld_p999:.3f}){ratio}, PPL {r.ppl:.3f}, same top "
-              f"{r.same_top:.2f}%, KV {r.kv_mib} MiB, {cfg.bits(args.ctx, n_layer=n_layer):.3f} bits/value "
+              f"{r.same_top:.2f}%, KV {r.kv_mib:.2f} MiB, {cfg.bits(args.ctx, n_layer=n_layer):.3f} bits/value "
               f"({time.monotonic() - t0:.0f} s)", flush=True)
     return 0
 
