@@ -448,14 +448,18 @@ def center_keys(k: np.ndarray, cache: CacheSim, center: np.ndarray | None, band=
 
 def rope_band(d: int, base: float, neox: bool, n_ctx: int, max_turn: float) -> np.ndarray:
     """(d,) 1 on the dimensions of the RoPE pairs that turn at most max_turn radians over n_ctx positions, else 0."""
-    slow = n_ctx * base ** (-np.arange(0, d, 2) / d) <= max_turn
-    return (np.concatenate([slow, slow]) if neox else np.repeat(slow, 2)).astype(F32)
+    return pair_dims(n_ctx * base ** (-np.arange(0, d, 2) / d) <= max_turn, neox)
 
 
 def slowest_pairs(d: int, n: int, neox: bool) -> np.ndarray:
     """(d,) 1 on the dimensions of the n RoPE pairs that turn slowest (the last ones), else 0."""
-    slow = np.arange(d // 2) >= d // 2 - n
-    return (np.concatenate([slow, slow]) if neox else np.repeat(slow, 2)).astype(F32)
+    return pair_dims(np.arange(d // 2) >= d // 2 - n, neox)
+
+
+def pair_dims(pairs: np.ndarray, neox: bool) -> np.ndarray:
+    """(d,) 1 on both dimensions of each RoPE pair flagged in pairs (d/2,): pair i is (i, i + d/2) in NEOX's layout,
+    (2i, 2i + 1) in NORM's."""
+    return (np.concatenate([pairs, pairs]) if neox else np.repeat(pairs, 2)).astype(F32)
 
 
 def online_center(k: np.ndarray, n: int) -> np.ndarray:
