@@ -84,6 +84,8 @@ struct ggml_polar_cpu_attn_params {
     const float *    slope;        // per query, multiplies the mask (ALiBi); NULL: 1
     float            scale;        // applied to q.k (before the soft cap)
     float            softcap;      // 0: none, else s = softcap * tanh(s)
+    const float *    k_offset;     // added to K row r: k_offset[r*k_offset_stride + d] (row 0 of the chunk); NULL: none
+    size_t           k_offset_stride; // floats
 };
 #define GGML_POLAR_CPU_ATTN_MAX_Q 16
 

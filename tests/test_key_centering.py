@@ -1,4 +1,4 @@
-"""Key centering (patch 0012): a polar K cache stores keys minus centers c, the mean of the first 64 keys a cache
+"""Key centering (patch 0013): a polar K cache stores keys minus centers c, the mean of the first 64 keys a cache
 receives or calibrated over a text (llama_polar.calibrate, LLAMA_K_CENTERS).
 
 Per position (LLAMA_K_CENTER_MODE=rope, the default for online centers), c is taken before RoPE, a key at position p

@@ -1,4 +1,4 @@
-"""Cache types per layer (patch 0018, LLAMA_KV_LAYER_TYPES; `+LA[-B]=K[/V]` in a configuration string): some layers
+"""Cache types per layer (patch 0019, LLAMA_KV_LAYER_TYPES; `+LA[-B]=K[/V]` in a configuration string): some layers
 of a polar cache take types of their own, so that the layers whose keys and values cost most get more bits."""
 import re
 

@@ -147,13 +147,28 @@ def test_cpu_flash_attention_polar_path_matches_the_reference(bin_dir):
 
 
 def test_cpu_flash_attention_exact_rows_match_the_reference(bin_dir):
-    """Exact rows (ggml_flash_attn_ext_set_exact_rows, patch 0009, for the sink rows of patch 0012) on every CPU path, against the
+    """Exact rows (ggml_flash_attn_ext_set_exact_rows, patch 0009, for the sink rows of patch 0013) on every CPU path, against the
     reference path: polar K and V, and a polar side with f16 or q8_0 on the other (decode and small batches: the polar
     path; 75 queries: tiled), and f16 (the reference path itself), with and without exact V rows, an unused slot and
     a cell past the cache."""
-    result = run_tool("test-backend-ops", "test", "-o", "FLASH_ATTN_EXT", "-b", "CPU", "-p", "n_slots=", timeout=900)
+    result = run_tool("test-backend-ops", "test", "-o", "FLASH_ATTN_EXT", "-b", "CPU", "-p", "n_slots=.*v_rows=[01]$",
+                      timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     m = re.search(r"(\d+)/(\d+) tests passed", result.stdout)
     assert m and m.group(1) == m.group(2) and int(m.group(2)) == 108, result.stdout[-2000:]
     for pair in ("type_K=f16,type_V=pq46", "type_K=q8_0,type_V=pq46", "type_K=pq46,type_V=q8_0"):
         assert re.search(rf"{pair},.*OK", result.stdout), pair
+
+
+
+def test_cpu_flash_attention_k_offsets_match_the_reference(bin_dir):
+    """K offsets (ggml_flash_attn_ext_set_k_offset, patch 0012: how patch 0013 restores key centers per position in
+    batches) on every CPU path against the reference path, added to cache rows and exact rows alike, the offsets a
+    permuted view as llama.cpp passes them: polar K with a polar or f16 V (decode and small batches: the polar path;
+    75 queries: tiled), f16 K with a polar V (the polar path's f16 partner) and f16 K and V."""
+    result = run_tool("test-backend-ops", "test", "-o", "FLASH_ATTN_EXT", "-b", "CPU", "-p", "k_offset=1", timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    m = re.search(r"(\d+)/(\d+) tests passed", result.stdout)
+    assert m and m.group(1) == m.group(2) and int(m.group(2)) == 24, result.stdout[-2000:]
+    for nb in (1, 3, 75):
+        assert re.search(rf"nb={nb},type_K=pq46,type_V=pq37,.*k_offset=1\): .*OK", result.stdout), nb

@@ -57,7 +57,7 @@ def test_vec_dot_matches_decoded_dot_within_summation_bound(native_lib, rng, nam
 
 @pytest.mark.parametrize("name", sorted(GGML_TYPE_IDS))
 def test_validate_row_data_refuses_an_infinite_or_nan_radius(native_lib, rng, name):
-    """ggml_polar_validate_row_data (patch 0015's state checks): encoded rows pass; an fp16 radius of Inf or NaN
+    """ggml_polar_validate_row_data (patch 0016's state checks): encoded rows pass; an fp16 radius of Inf or NaN
     fails where the type has fp16 radii (an 8-bit log norm is finite whatever its bits); a partial block, or an id
     that is no polar type, fails."""
     ggml_id = GGML_TYPE_IDS[name]

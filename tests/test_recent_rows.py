@@ -1,4 +1,4 @@
-"""An exact recent window (patch 0014, LLAMA_KV_RECENT_ROWS=N): the last N positions of every sequence keep their K
+"""An exact recent window (patch 0015, LLAMA_KV_RECENT_ROWS=N): the last N positions of every sequence keep their K
 (and a quantized V) in f16 in the exact-row slots beside the sink rows, and flash attention reads those rows; a
 position goes back to its quantized row when the window moves past it.
 

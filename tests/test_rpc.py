@@ -97,7 +97,7 @@ def test_an_upstream_rpc_server_is_refused_with_a_clear_error(bin_dir, model_pat
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# faults: a server that dies mid-generation, an endpoint that never answers (patch 0017). A lost server ends the
+# faults: a server that dies mid-generation, an endpoint that never answers (patch 0018). A lost server ends the
 # client with an error naming it and exit status 1: no hang, no crash signal. llama-server, whose layers are then
 # out of reach, exits the same way (it cannot serve at all without them).
 # ---------------------------------------------------------------------------------------------------------------

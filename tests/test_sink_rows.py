@@ -1,4 +1,4 @@
-"""Exact sink rows (patch 0012): the first positions of every sequence keep their K (and a polar V) in f16 beside a
+"""Exact sink rows (patch 0013): the first positions of every sequence keep their K (and a polar V) in f16 beside a
 polar cache, and flash attention reads those rows instead of the quantized ones (ggml_flash_attn_ext_set_exact_rows;
 the CPU paths are checked against the reference path by test-backend-ops, test_backend_ops.py).
 

@@ -1,11 +1,11 @@
-"""Corrupted state files (issue 20; patch 0015 makes loading all-or-nothing): a real pq46 state (centers per position,
+"""Corrupted state files (issue 20; patch 0016 makes loading all-or-nothing): a real pq46 state (centers per position,
 one sink row, a recent window of 4) is loaded in corrupted copies through the llama state API (llama_state_set_data,
 what session and slot files go through): truncations and 32-bit overwrites (0, 1, 2^31-1, 2^32-1) at every field of
 the header and the cells, random bit flips, zeroed runs and overwritten words. Each copy must be refused, the context
 then holding exactly the state it held before (its saved bytes are the same); none may crash the process.
 
 Three checks refuse them: each field's own (counts, layouts, the cells), the rows' values (no NaN or Inf, finite
-polar radii), and the cache's checksum (patch 0015), which alone catches a flipped bit in a quantized row.
+polar radii), and the cache's checksum (patch 0016), which alone catches a flipped bit in a quantized row.
 
 POLAR_STATE_FUZZ_CASES sets the number of random cases (default 300; docs/testing.md gives the long run's figures);
 the truncations and 32-bit overwrites at the header's fields always run.
@@ -26,7 +26,7 @@ WORDS = (0, 1, 2**31 - 1, 2**32 - 1)
 def field_starts(state: bytes, n_cells: int) -> list[int]:
     """Where the fields of the state's start sit: the architecture string, the stream count, the key centers' count
     and flag, the sink and recent layout, the cell count, and every 4 bytes through the cells' positions and
-    sequences (patches 0012 and 0014 write them in this order)."""
+    sequences (patches 0013 and 0015 write them in this order)."""
     arch_len = int.from_bytes(state[0:4], "little")
     at = 4 + arch_len                       # n_stream
     n_values = int.from_bytes(state[at + 4:at + 8], "little")

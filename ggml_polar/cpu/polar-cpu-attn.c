@@ -86,16 +86,21 @@ static int pq_tile_biases(const struct ggml_polar_cpu_attn_params * p, int r0, i
     return live;
 }
 
-// q.k for every query and every row of the tile: each K block decoded once.
+// q.k for every query and every row of the tile: each K block decoded once (and its rows' offsets added).
 static void pq_tile_dots(const struct ggml_polar_cpu_attn_params * p, int r0, int nl, pq_vf * dots) {
     const uint8_t * krows = (const uint8_t *) p->k + (size_t) r0 * p->k_row_stride;
     const pq_vi     koff  = pq_lane_offsets(p->k_row_stride, nl);
+    const float *   orows = p->k_offset ? p->k_offset + (size_t) r0 * p->k_offset_stride : NULL;
+    const pq_vi     ooff  = pq_lane_offsets(p->k_offset_stride, nl);
     for (int h = 0; h < p->nq; ++h) {
         dots[h] = pq_splat(0.0f);
     }
     for (int ib = 0; ib < p->dk / PQ_BLOCK; ++ib) {
         pq_vf val[PQ_BLOCK];
         p->k_type->lanes(krows + (size_t) ib * p->k_type->type_size, koff, val);
+        for (int v = 0; orows && v < PQ_BLOCK; ++v) {
+            val[v] = pq_add(val[v], pq_gather_f32(orows + ib * PQ_BLOCK + v, ooff));
+        }
         for (int h = 0; h < p->nq; ++h) {
             const float * qh = p->q + (size_t) h * p->q_stride + ib * PQ_BLOCK;
             pq_vf         d  = dots[h];

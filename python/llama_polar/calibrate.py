@@ -1,4 +1,4 @@
-"""Key centers for a polar K cache, calibrated over a text: llama.cpp's LLAMA_K_CENTERS (patch 0012).
+"""Key centers for a polar K cache, calibrated over a text: llama.cpp's LLAMA_K_CENTERS (patch 0013).
 
 The center of a (layer, KV head) is its mean key after RoPE, in the model's basis (llama.cpp rotates it into the
 cache's), over the positions >= 1 of n_ctx-token chunks of a text, from llama_polar.simulate's NumPy forward pass.
@@ -41,7 +41,7 @@ def _fnv1a(data: bytes) -> int:
 
 
 def k_fingerprint(tensors) -> str:
-    """The fingerprint llama.cpp computes of a model's K projections (llama_model_loader::k_fingerprint, patch 0016),
+    """The fingerprint llama.cpp computes of a model's K projections (llama_model_loader::k_fingerprint, patch 0017),
     from (name, raw bytes) pairs: per tensor, sum of its little-endian 64-bit words w_i (the last zero-padded) times
     (2i + 1) * 0x9e3779b97f4a7c15, xor FNV-1a of the name, times 0xff51afd7ed558ccd; summed; modulo 2^64."""
     total = 0
