@@ -81,7 +81,7 @@ int main(int argc, char ** argv) {
         q[i] = (float) rand() / (float) RAND_MAX;
     }
     struct ggml_polar_cpu_attn_params p = { t, t, k, NKV * ts, v, NKV * ts, ROWS, D, D, q, D, NQ, NULL, 0, NULL,
-                                            0.125f, 0.0f };
+                                            0.125f, 0.0f, NULL, 0 };
     t0   = now();
     reps = 200;
     for (int r = 0; r < reps; ++r) {

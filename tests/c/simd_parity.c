@@ -56,6 +56,7 @@ static int check_attention(void) {
     enum { ROWS = 83, NQ = 3, DK = 128, DV = 128 };
     float *        kv      = exact(sizeof(float) * ROWS * DK);
     float *        kref    = exact(sizeof(float) * ROWS * DK);
+    float *        koff    = exact(sizeof(float) * ROWS * DK);
     float *        vref    = exact(sizeof(float) * ROWS * DV);
     float *        scratch = exact(sizeof(float) * ggml_polar_cpu_attn_kernel_scratch(NQ, DK, DV));
     float *        q       = exact(sizeof(float) * NQ * DK);
@@ -83,6 +84,8 @@ static int check_attention(void) {
                 mask[i] = u == 0 ? 0xfc00 : (u == 1 ? 0xbc00 : (u == 2 ? 0x3800 : 0));
             }
             const float scale = 0.125f, cap = softcap ? 5.0f : 0.0f;
+            // the soft-capped pass also adds K offsets (ggml_flash_attn_ext_set_k_offset) to every K row
+            for (int i = 0; i < ROWS * DK; ++i) koff[i] = softcap ? 0.5f * rng_normal() : 0.0f;
 
             float M[NQ], S[NQ], acc[NQ * DV];
             for (int h = 0; h < NQ; ++h) { M[h] = -INFINITY; S[h] = 0.0f; }
@@ -92,7 +95,7 @@ static int check_attention(void) {
                 const int r0 = c ? split : 0, n = c ? ROWS - split : split;
                 struct ggml_polar_cpu_attn_params p = {
                     t, t, kq + r0 * row, row, vq + r0 * row, row, n, DK, DV, q, DK, NQ, mask + r0, ROWS, slope,
-                    scale, cap,
+                    scale, cap, softcap ? koff + r0 * DK : NULL, DK,
                 };
                 ggml_polar_cpu_attn(&p, M, S, acc, scratch);
             }
@@ -100,7 +103,7 @@ static int check_attention(void) {
                 double sc[ROWS], mx = -INFINITY, sum = 0.0;
                 for (int r = 0; r < ROWS; ++r) {
                     double s = 0.0;
-                    for (int d = 0; d < DK; ++d) s += (double) kref[r * DK + d] * q[h * DK + d];
+                    for (int d = 0; d < DK; ++d) s += ((double) kref[r * DK + d] + koff[r * DK + d]) * q[h * DK + d];
                     s *= scale;
                     if (cap != 0.0f) s = cap * tanh(s);
                     const uint16_t m = mask[h * ROWS + r];
@@ -126,7 +129,7 @@ static int check_attention(void) {
         free(kq);
         free(vq);
     }
-    free(kv); free(kref); free(vref); free(scratch); free(q); free(mask);
+    free(kv); free(kref); free(koff); free(vref); free(scratch); free(q); free(mask);
     return failures;
 }
 
