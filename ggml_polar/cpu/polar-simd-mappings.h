@@ -153,19 +153,37 @@ static inline void pq_load_pairs(const float * p, pq_vf * even, pq_vf * odd) {
 }
 static inline float pq_lane(pq_vf v, int r) { float t[PQ_LANES]; _mm256_storeu_ps(t, v); return t[r]; }
 
-// Up to 8 entries live in a register (a permute); larger codebooks are gathered from the table itself.
-typedef struct { pq_vf v; const float * t; int bits; } pq_tab;
+// Up to 32 entries live in 4 registers, read with permutes and blends: AMD's gathers take several times as long
+// (Zen 2-4), and a tree decode does two lookups per node. Larger codebooks are gathered from the table itself.
+typedef struct { pq_vf v[4]; const float * t; int bits; } pq_tab;
 static inline pq_tab pq_tab_load(const float * t, int bits) {
     pq_tab r;
     r.t    = t;
     r.bits = bits;
     const int n = 1 << bits;
-    const pq_vi live = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    r.v = _mm256_maskload_ps(t, live);
+    for (int k = 0; k < 4; ++k) { // masked, so that no load reads past the codebook
+        const pq_vi live = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - 8 * k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        r.v[k] = _mm256_maskload_ps(t + (8 * k < n ? 8 * k : 0), live);
+    }
     return r;
 }
+// The entry idx of 16 held in a and b: bit 3 of idx, shifted to the sign bit, picks the register.
+static inline pq_vf pq_tab_pick16(pq_vf a, pq_vf b, pq_vi idx) {
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(a, idx), _mm256_permutevar8x32_ps(b, idx),
+                            _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+}
 static inline pq_vf pq_tab_lookup(const pq_tab * t, pq_vi idx) {
-    return t->bits <= 3 ? _mm256_permutevar8x32_ps(t->v, idx) : _mm256_i32gather_ps(t->t, idx, 4);
+    if (t->bits <= 3) {
+        return _mm256_permutevar8x32_ps(t->v[0], idx);
+    }
+    if (t->bits == 4) {
+        return pq_tab_pick16(t->v[0], t->v[1], idx);
+    }
+    if (t->bits == 5) {
+        return _mm256_blendv_ps(pq_tab_pick16(t->v[0], t->v[1], idx), pq_tab_pick16(t->v[2], t->v[3], idx),
+                                _mm256_castsi256_ps(_mm256_slli_epi32(idx, 27)));
+    }
+    return _mm256_i32gather_ps(t->t, idx, 4);
 }
 
 #elif defined(__ARM_NEON) && defined(__aarch64__)
