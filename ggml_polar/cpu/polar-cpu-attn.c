@@ -86,6 +86,30 @@ static int pq_tile_biases(const struct ggml_polar_cpu_attn_params * p, int r0, i
     return live;
 }
 
+// Queries whose sums run side by side: each query's sum is one chain of dependent products (in the reference's
+// order), so one query alone waits on the FMA's latency, and PQ_DOT_CHAINS of them fill the pipeline.
+#define PQ_DOT_CHAINS 4
+
+// dots[h0 + i] += q_(h0 + i) . val over one block, for the n <= PQ_DOT_CHAINS queries from h0.
+PQ_INLINE void pq_block_dots(const struct ggml_polar_cpu_attn_params * p, int h0, int n, const float * q,
+                             const pq_vf * val, pq_vf * dots) {
+    const float * q0 = q + (size_t) h0 * p->q_stride;
+    const float * q1 = n > 1 ? q0 + p->q_stride : q0;
+    const float * q2 = n > 2 ? q1 + p->q_stride : q0;
+    const float * q3 = n > 3 ? q2 + p->q_stride : q0;
+    pq_vf d0 = dots[h0], d1 = n > 1 ? dots[h0 + 1] : d0, d2 = n > 2 ? dots[h0 + 2] : d0, d3 = n > 3 ? dots[h0 + 3] : d0;
+    for (int v = 0; v < PQ_BLOCK; ++v) { // the spare chains repeat query h0's sum, unused
+        d0 = pq_madd(val[v], pq_splat(q0[v]), d0);
+        d1 = pq_madd(val[v], pq_splat(q1[v]), d1);
+        d2 = pq_madd(val[v], pq_splat(q2[v]), d2);
+        d3 = pq_madd(val[v], pq_splat(q3[v]), d3);
+    }
+    const pq_vf d[PQ_DOT_CHAINS] = { d0, d1, d2, d3 };
+    for (int i = 0; i < n; ++i) {
+        dots[h0 + i] = d[i];
+    }
+}
+
 // q.k for every query and every row of the tile: each K block decoded once (and its rows' offsets added).
 static void pq_tile_dots(const struct ggml_polar_cpu_attn_params * p, int r0, int nl, pq_vf * dots) {
     const uint8_t * krows = (const uint8_t *) p->k + (size_t) r0 * p->k_row_stride;
@@ -101,13 +125,8 @@ static void pq_tile_dots(const struct ggml_polar_cpu_attn_params * p, int r0, in
         for (int v = 0; orows && v < PQ_BLOCK; ++v) {
             val[v] = pq_add(val[v], pq_gather_f32(orows + ib * PQ_BLOCK + v, ooff));
         }
-        for (int h = 0; h < p->nq; ++h) {
-            const float * qh = p->q + (size_t) h * p->q_stride + ib * PQ_BLOCK;
-            pq_vf         d  = dots[h];
-            for (int v = 0; v < PQ_BLOCK; ++v) {
-                d = pq_madd(val[v], pq_splat(qh[v]), d);
-            }
-            dots[h] = d;
+        for (int h = 0; h < p->nq; h += PQ_DOT_CHAINS) {
+            pq_block_dots(p, h, pq_min(p->nq - h, PQ_DOT_CHAINS), p->q + ib * PQ_BLOCK, val, dots);
         }
     }
 }
