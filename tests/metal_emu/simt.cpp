@@ -1,0 +1,253 @@
+// The SIMT executor (simt.h): fibers on ucontext, one per thread of a threadgroup, and a scheduler that runs them
+// to their next synchronization point and then resolves it.
+#include "simt.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <ucontext.h>
+
+namespace simt {
+namespace {
+
+// Kernels keep their "registers" (arrays of a few KiB, FA's score and output rows) on the fiber's stack.
+constexpr size_t STACK_BYTES = 256 * 1024;
+
+enum class state { runnable, at_barrier, at_collective, finished };
+
+struct fiber {
+    ucontext_t              ctx;
+    std::unique_ptr<char[]> stack;
+    thread_ids              ids;
+    state                   st = state::runnable;
+    // at a collective: what it waits for, and where its result goes
+    combine_fn              combine = nullptr;
+    const void *            in      = nullptr;
+    void *                  out     = nullptr;
+    size_t                  size    = 0;
+    uint32_t                arg     = 0;
+    std::string             failure; // an exception thrown inside the fiber, rethrown by the scheduler
+};
+
+struct group_run {
+    std::vector<fiber> threads;
+    ucontext_t         scheduler;
+    fiber *            running = nullptr;
+    const std::function<void()> * body = nullptr;
+};
+
+thread_local group_run * g_run = nullptr;
+
+std::string where(const thread_ids & t) {
+    char buf[160];
+    std::snprintf(buf, sizeof(buf), "threadgroup (%u,%u,%u), thread %u (simdgroup %u, lane %u)", t.group.x,
+                  t.group.y, t.group.z, t.index_in_group, t.simd_group, t.simd_lane);
+    return buf;
+}
+
+void fiber_main() {
+    fiber * f = g_run->running;
+    try {
+        (*g_run->body)();
+    } catch (const std::exception & e) {
+        f->failure = e.what();
+    }
+    f->st = state::finished;
+    swapcontext(&f->ctx, &g_run->scheduler);
+}
+
+// Back to the scheduler until it resumes this fiber.
+void yield_to_scheduler() {
+    fiber * f = g_run->running;
+    swapcontext(&f->ctx, &g_run->scheduler);
+}
+
+void run_fiber(group_run & run, fiber & f) {
+    run.running = &f;
+    swapcontext(&run.scheduler, &f.ctx);
+    run.running = nullptr;
+    if (!f.failure.empty()) {
+        throw error(where(f.ids) + ": " + f.failure);
+    }
+}
+
+// Resolves the collectives that every running lane of a simdgroup has reached; returns whether any was.
+bool resolve_collectives(group_run & run, uint32_t simd_groups) {
+    bool progress = false;
+    for (uint32_t sg = 0; sg < simd_groups; ++sg) {
+        const size_t first = (size_t) sg * SIMD_WIDTH;
+        const size_t last  = std::min(first + SIMD_WIDTH, run.threads.size());
+        bool         all_there = true, any = false;
+        combine_fn   combine   = nullptr;
+        for (size_t i = first; i < last; ++i) {
+            const fiber & f = run.threads[i];
+            if (f.st == state::finished) {
+                continue;
+            }
+            if (f.st != state::at_collective) {
+                all_there = false;
+                continue;
+            }
+            if (combine && f.combine != combine) {
+                throw error(where(f.ids) + ": lanes of one simdgroup wait at different simdgroup functions");
+            }
+            combine = f.combine;
+            any     = true;
+        }
+        if (!any || !all_there) {
+            continue;
+        }
+        lane_slot lanes[SIMD_WIDTH] = {};
+        for (size_t i = first; i < last; ++i) {
+            fiber &     f = run.threads[i];
+            lane_slot & s = lanes[i - first];
+            s.active      = f.st == state::at_collective;
+            if (s.active) {
+                std::memcpy(s.in, f.in, f.size);
+                s.arg = f.arg;
+            }
+        }
+        combine(lanes, (int) (last - first));
+        for (size_t i = first; i < last; ++i) {
+            fiber & f = run.threads[i];
+            if (f.st == state::at_collective) {
+                std::memcpy(f.out, lanes[i - first].out, f.size);
+                f.st = state::runnable;
+            }
+        }
+        progress = true;
+    }
+    return progress;
+}
+
+// Releases a threadgroup barrier once every thread waits at it; throws if a thread never will.
+bool resolve_barrier(group_run & run) {
+    const fiber * waiting = nullptr;
+    for (const fiber & f : run.threads) {
+        if (f.st == state::at_barrier) {
+            waiting = &f;
+        }
+    }
+    if (!waiting) {
+        return false;
+    }
+    for (const fiber & f : run.threads) {
+        if (f.st == state::finished) {
+            throw error(where(f.ids) + " returned while " + where(waiting->ids) +
+                        " waits at a threadgroup barrier: every thread of the group must reach it");
+        }
+        if (f.st == state::at_collective) {
+            throw error(where(f.ids) + " waits at a simdgroup function while " + where(waiting->ids) +
+                        " waits at a threadgroup barrier");
+        }
+    }
+    for (fiber & f : run.threads) {
+        f.st = state::runnable;
+    }
+    return true;
+}
+
+void run_group(group_run & run, const std::vector<size_t> & sequence, uint32_t simd_groups) {
+    for (;;) {
+        bool any_left = false;
+        for (size_t i : sequence) {
+            fiber & f = run.threads[i];
+            if (f.st == state::runnable) {
+                run_fiber(run, f);
+            }
+            any_left |= f.st != state::finished;
+        }
+        if (!any_left) {
+            return;
+        }
+        if (!resolve_collectives(run, simd_groups) && !resolve_barrier(run)) {
+            throw error(where(run.threads[0].ids) + "'s group: no thread can go on (a deadlock)");
+        }
+    }
+}
+
+std::vector<size_t> thread_sequence(size_t n, order ord, std::mt19937 & rng) {
+    std::vector<size_t> seq(n);
+    for (size_t i = 0; i < n; ++i) {
+        seq[i] = ord == order::reversed ? n - 1 - i : i;
+    }
+    if (ord == order::shuffled) {
+        std::shuffle(seq.begin(), seq.end(), rng);
+    }
+    return seq;
+}
+
+} // namespace
+
+const thread_ids & current() {
+    if (!g_run || !g_run->running) {
+        throw error("a Metal thread function was called outside a kernel run");
+    }
+    return g_run->running->ids;
+}
+
+void group_barrier() {
+    current();
+    g_run->running->st = state::at_barrier;
+    yield_to_scheduler();
+}
+
+void simd_collective(combine_fn combine, const void * in, void * out, size_t size, uint32_t arg) {
+    current();
+    fiber & f = *g_run->running;
+    f.st      = state::at_collective;
+    f.combine = combine;
+    f.in      = in;
+    f.out     = out;
+    f.size    = size;
+    f.arg     = arg;
+    yield_to_scheduler();
+}
+
+void run_groups(dim3 groups, dim3 threads, order ord, uint32_t seed, const std::function<void()> & body) {
+    const uint32_t n = threads.count();
+    if (n == 0 || n > 1024) {
+        throw error("threads per threadgroup must be 1..1024, not " + std::to_string(n));
+    }
+    if (g_run) {
+        throw error("run_groups does not nest");
+    }
+    group_run run;
+    run.body = &body;
+    run.threads.resize(n);
+    for (fiber & f : run.threads) {
+        f.stack.reset(new char[STACK_BYTES]);
+    }
+    const uint32_t simd_groups = (n + SIMD_WIDTH - 1) / SIMD_WIDTH;
+    std::mt19937   rng(seed);
+    g_run = &run;
+    try {
+        for (uint32_t gz = 0; gz < groups.z; ++gz) {
+            for (uint32_t gy = 0; gy < groups.y; ++gy) {
+                for (uint32_t gx = 0; gx < groups.x; ++gx) {
+                    for (uint32_t i = 0; i < n; ++i) {
+                        fiber & f = run.threads[i];
+                        f.ids     = { groups, threads, { gx, gy, gz },
+                                      { i % threads.x, (i / threads.x) % threads.y, i / (threads.x * threads.y) },
+                                      i, i % SIMD_WIDTH, i / SIMD_WIDTH, simd_groups };
+                        f.st = state::runnable;
+                        f.failure.clear();
+                        getcontext(&f.ctx);
+                        f.ctx.uc_stack.ss_sp   = f.stack.get();
+                        f.ctx.uc_stack.ss_size = STACK_BYTES;
+                        f.ctx.uc_link          = nullptr;
+                        makecontext(&f.ctx, fiber_main, 0);
+                    }
+                    run_group(run, thread_sequence(n, ord, rng), simd_groups);
+                }
+            }
+        }
+    } catch (...) {
+        g_run = nullptr;
+        throw;
+    }
+    g_run = nullptr;
+}
+
+} // namespace simt
