@@ -1,30 +1,88 @@
-"""The SIMT executor that runs Metal kernel source on the CPU (issue 18, tests/metal_emu/simt.h): each thread of a
-threadgroup a fiber, threadgroup barriers and simdgroup collectives real synchronization points, the threads run
-in several orders between them. tests/metal_emu/simt_test.cpp checks it; this builds and runs that program."""
+"""The Metal emulator's parts (issue 18), run on the CPU:
+
+* the SIMT executor (tests/metal_emu/simt.h): each thread of a threadgroup a fiber, threadgroup barriers and
+  simdgroup collectives real synchronization points, the threads run in several orders between them;
+  tests/metal_emu/simt_test.cpp checks it;
+* the kernel library (tests/metal_emu/gen_kernels.py): the embedded polar.metal (the text a Mac compiles) as C++,
+  each kernel registered by host_name with its parameters in declaration order;
+* the polar cache-write and context-shift kernels dispatched through both, against the C library
+  (tests/metal_emu/polar_kernels_test.cpp).
+"""
 from __future__ import annotations
 
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from test_metal import find_clang
+from test_metal import CLANG_FLAGS, TREE, find_clang
 
 ROOT = Path(__file__).resolve().parent.parent
 EMU = ROOT / "tests" / "metal_emu"
+sys.path.insert(0, str(EMU))
+sys.path.insert(0, str(ROOT / "scripts"))
+import gen_kernels  # noqa: E402
+import metal_embed  # noqa: E402
+
+EMU_FLAGS = [*[f for f in CLANG_FLAGS if not f.startswith("-Werror")], "-DPQ_METAL_SIMT", "-I", str(EMU), "-I",
+             str(TREE / "ggml" / "src" / "ggml-metal"), "-I", str(ROOT / "ggml_polar"), "-O1"]
 
 
 @pytest.fixture(scope="module")
-def simt_test(tmp_path_factory) -> Path:
-    exe = tmp_path_factory.mktemp("simt") / "simt_test"
-    build = subprocess.run([find_clang(), "-std=c++17", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-I", str(EMU),
-                            str(EMU / "simt.cpp"), str(EMU / "simt_test.cpp"), "-o", str(exe)],
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-4000:]
-    return exe
+def polar_source(tmp_path_factory) -> str:
+    tmp = tmp_path_factory.mktemp("emu-src")
+    return metal_embed.embed(TREE, "polar", metal_embed.flatten_polar(tmp / "polar.metal"))
 
 
-def test_simt_executor_synchronizes_and_reports_misuse(simt_test):
-    run = subprocess.run([str(simt_test)], capture_output=True, text=True, timeout=120)
+def compile_and_link(tmp: Path, exe: str, sources: list[Path]) -> Path:
+    objs = []
+    for src in sources:
+        obj = tmp / (src.stem + ".o")
+        if src.suffix == ".c":
+            cmd = [find_clang().replace("++", ""), "-O1", "-I", str(ROOT / "ggml_polar"), "-c", str(src), "-o", str(obj)]
+        elif src.name == "simt.cpp":
+            cmd = [find_clang(), "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-c", str(src), "-o", str(obj)]
+        else:
+            cmd = [find_clang(), *EMU_FLAGS, "-c", str(src), "-o", str(obj)]
+        build = subprocess.run(cmd, capture_output=True, text=True)
+        assert build.returncode == 0, f"{src.name}: {build.stderr[-4000:]}"
+        objs.append(str(obj))
+    link = subprocess.run([find_clang(), *objs, "-lm", "-o", str(tmp / exe)], capture_output=True, text=True)
+    assert link.returncode == 0, link.stderr[-4000:]
+    return tmp / exe
+
+
+def test_simt_executor_synchronizes_and_reports_misuse(tmp_path):
+    exe = compile_and_link(tmp_path, "simt_test", [EMU / "simt.cpp", EMU / "simt_test.cpp"])
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.strip().splitlines()[-1] == "simt: 8 checks, 0 failures"
+
+
+def test_every_kernel_is_registered_with_its_parameters(polar_source):
+    source, count = gen_kernels.rewrite(polar_source)
+    hosts = re.findall(r'host_name\("([^"]+)"\)', polar_source)
+    registered = re.findall(r'emu::kernel_entry emu_kernel_\d+\("([^"]+)"', source)
+    assert count == len(registered) and set(hosts) <= set(registered) and len(hosts) > 250
+    assert "[[host_name" not in source and "function_constant(" not in source
+    # upstream's vec template: 9 buffers (args first), threadgroup memory 0, then three attributes
+    entry = next(line for line in source.splitlines() if '"kernel_flash_attn_ext_vec_pq46_dk128_dv128"' in line)
+    params = re.findall(r"\{emu::pk::(\w+), (\d+)\}", entry)
+    assert params == [("buffer", str(i)) for i in range(9)] + [("tg_memory", "0"), ("group_pos", "0"),
+                                                                ("simd_lane", "0"), ("simd_group", "0")]
+    only, n = gen_kernels.rewrite(polar_source, only=r"kernel_cpy_f32_pq46")
+    assert n == 1 and not re.search(r"template\s+kernel\s+\w+\s+kernel_flash_attn_ext_vec<", only)
+
+
+def test_polar_copy_kernels_run_on_the_executor(polar_source, tmp_path):
+    lib = tmp_path / "kernels.cpp"
+    lib.write_text(gen_kernels.library(polar_source, only=r"kernel_(cpy|set_rows)_.*"))
+    exe = compile_and_link(tmp_path, "polar_kernels_test",
+                           [lib, EMU / "simt.cpp", EMU / "polar_kernels_test.cpp", ROOT / "ggml_polar" / "ggml-polar.c"])
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    last = run.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"polar kernels on the SIMT executor: 7 types, 28 kernels in the library, 140 checks, "
+                        r"0 failures", last), last
