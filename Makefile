@@ -70,10 +70,11 @@ codebooks: venv
 check-codebooks: venv
 	$(PY) scripts/gen_codebooks.py --check
 
-# The Metal kernels on Linux: the build's embedded polar.metal, syntax checks and shim parity (needs clang >= 16).
+# The Metal kernels on Linux: the build's embedded polar.metal, syntax checks, shim parity and the emulator's parts
+# (needs clang >= 16).
 metal-check: venv native
 	$(PY) scripts/metal_embed.py --kind polar --out $(BUILD)/metal/polar.metal
-	$(PY) -m pytest tests/test_metal.py
+	$(PY) -m pytest tests/test_metal.py tests/test_metal_emu.py
 
 # LLAMA_POLAR_REQUIRE_ALL=1: a test whose build, model or text is missing fails instead of skipping.
 test: venv llama model text check-codebooks
