@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <memory>
 #include <random>
+#include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 namespace simt {
 namespace {
@@ -14,11 +16,31 @@ namespace {
 // Kernels keep their "registers" (arrays of a few KiB, FA's score and output rows) on the fiber's stack.
 constexpr size_t STACK_BYTES = 256 * 1024;
 
+// A fiber's stack, with an inaccessible page below it: an overflow faults instead of writing over another fiber.
+class fiber_stack {
+  public:
+    fiber_stack() {
+        guard_ = (size_t) sysconf(_SC_PAGESIZE);
+        base_  = mmap(nullptr, guard_ + STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (base_ == MAP_FAILED || mprotect(base_, guard_, PROT_NONE) != 0) {
+            throw error("cannot map a fiber stack");
+        }
+    }
+    ~fiber_stack() { munmap(base_, guard_ + STACK_BYTES); }
+    fiber_stack(const fiber_stack &)             = delete;
+    fiber_stack & operator=(const fiber_stack &) = delete;
+    void * top_region() const { return (char *) base_ + guard_; }
+
+  private:
+    void * base_  = nullptr;
+    size_t guard_ = 0;
+};
+
 enum class state { runnable, at_barrier, at_collective, finished };
 
 struct fiber {
     ucontext_t              ctx;
-    std::unique_ptr<char[]> stack;
+    std::unique_ptr<fiber_stack> stack;
     thread_ids              ids;
     state                   st = state::runnable;
     // at a collective: what it waits for, and where its result goes
@@ -217,7 +239,7 @@ void run_groups(dim3 groups, dim3 threads, order ord, uint32_t seed, const std::
     run.body = &body;
     run.threads.resize(n);
     for (fiber & f : run.threads) {
-        f.stack.reset(new char[STACK_BYTES]);
+        f.stack.reset(new fiber_stack());
     }
     const uint32_t simd_groups = (n + SIMD_WIDTH - 1) / SIMD_WIDTH;
     std::mt19937   rng(seed);
@@ -234,7 +256,7 @@ void run_groups(dim3 groups, dim3 threads, order ord, uint32_t seed, const std::
                         f.st = state::runnable;
                         f.failure.clear();
                         getcontext(&f.ctx);
-                        f.ctx.uc_stack.ss_sp   = f.stack.get();
+                        f.ctx.uc_stack.ss_sp   = f.stack->top_region();
                         f.ctx.uc_stack.ss_size = STACK_BYTES;
                         f.ctx.uc_link          = nullptr;
                         makecontext(&f.ctx, fiber_main, 0);
