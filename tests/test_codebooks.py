@@ -114,6 +114,17 @@ def test_level1_is_the_uniform_circle_codebook(qtype):
     np.testing.assert_allclose(np.arctan(bounds), np.arange(1, per_quadrant) * np.pi / 2 / per_quadrant, atol=1e-7)
 
 
+@pytest.mark.parametrize("qtype", TREE_TYPES, ids=lambda t: t.name)
+def test_level1_quadrants_repeat_one_table_exactly(qtype):
+    # the AVX2 decoder reads 32-angle circles from their first quadrant (pq_circle32_lookup): bit for bit
+    cos, sin = level_tables(qtype, 0)
+    k = len(cos) // 4
+    m, r = cos[:k], cos[:k][::-1]
+    assert np.array_equal(sin[:k], r)
+    assert np.array_equal(cos, np.concatenate([m, -r, -m, r]))
+    assert np.array_equal(sin, np.concatenate([r, m, -r, -m]))
+
+
 def test_log8_norm_table_is_monotone_with_geometric_steps():
     values, bounds = cb.LOG8_VALUE.astype(np.float64), cb.LOG8_BOUND.astype(np.float64)
     assert values[0] == 0 and values[1] == 2.0 ** -16

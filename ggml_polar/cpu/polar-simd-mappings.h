@@ -186,6 +186,23 @@ static inline pq_vf pq_tab_lookup(const pq_tab * t, pq_vi idx) {
     return _mm256_i32gather_ps(t->t, idx, 4);
 }
 
+// The level-1 codebook of 32 angles on the circle repeats one quadrant exactly (tests/test_codebooks.py): with
+// m = cos of the first 8 angles, code c = 8q + i has (cos, sin) = (m[i], m[7-i]) turned by q quarter turns. So both
+// come from two permutes of the first quadrant (cos and sin of it are m and m reversed), a swap when q is odd and
+// two signs: half the work of two 32-entry lookups.
+#define PQ_HAS_CIRCLE32 1
+static inline void pq_circle32_lookup(const pq_tab * tc, const pq_tab * ts, pq_vi code, pq_vf * c, pq_vf * s) {
+    const pq_vf   a    = _mm256_permutevar8x32_ps(tc->v[0], code); // m[i]
+    const pq_vf   b    = _mm256_permutevar8x32_ps(ts->v[0], code); // m[7 - i]
+    const __m256i q0   = _mm256_slli_epi32(code, 28);              // bit 3 (q odd) in the sign bit
+    const __m256i q1   = _mm256_slli_epi32(code, 27);              // bit 4 (q >= 2) in the sign bit
+    const __m256i sign = _mm256_set1_epi32((int32_t) 0x80000000u);
+    const pq_vf   odd  = _mm256_castsi256_ps(q0);
+    // cos is negative in quadrants 1 and 2, sin in 2 and 3
+    *c = _mm256_xor_ps(_mm256_blendv_ps(a, b, odd), _mm256_castsi256_ps(_mm256_and_si256(_mm256_xor_si256(q0, q1), sign)));
+    *s = _mm256_xor_ps(_mm256_blendv_ps(b, a, odd), _mm256_castsi256_ps(_mm256_and_si256(q1, sign)));
+}
+
 #elif defined(__ARM_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
 #define PQ_ISA   "neon"
