@@ -116,7 +116,7 @@ def test_level1_is_the_uniform_circle_codebook(qtype):
 
 @pytest.mark.parametrize("qtype", TREE_TYPES, ids=lambda t: t.name)
 def test_level1_quadrants_repeat_one_table_exactly(qtype):
-    # the AVX2 decoder reads 32-angle circles from their first quadrant (pq_circle32_lookup): bit for bit
+    # the AVX2 decoder reads 32-angle circles from their first quadrant (pq_circle_lookup): bit for bit
     cos, sin = level_tables(qtype, 0)
     k = len(cos) // 4
     m, r = cos[:k], cos[:k][::-1]

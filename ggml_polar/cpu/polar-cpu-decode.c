@@ -63,17 +63,15 @@ PQ_INLINE void pq_tree_lanes(const pq_tree_desc * d, const uint8_t * x, pq_vi of
             for (int j = nodes - 1; j >= 0; --j) {
                 const pq_vi code = pq_field(&b, code_bit0 + d->code_offset[l] + (g * nodes + j) * d->bits[l], d->bits[l]);
                 const pq_vf a    = gv[j];
-#if defined(PQ_HAS_CIRCLE32)
-                if (l == 0 && d->bits[0] == 5) {
-                    pq_vf c, s;
-                    pq_circle32_lookup(&tc, &ts, code, &c, &s);
-                    gv[2 * j + 1] = pq_mul(a, s);
-                    gv[2 * j]     = pq_mul(a, c);
-                    continue;
+                pq_vf       c, s;
+                if (l == 0) { // level 1: angles on the whole circle
+                    pq_circle_lookup(&tc, &ts, code, &c, &s);
+                } else {
+                    c = pq_tab_lookup(&tc, code);
+                    s = pq_tab_lookup(&ts, code);
                 }
-#endif
-                gv[2 * j + 1] = pq_mul(a, pq_tab_lookup(&ts, code));
-                gv[2 * j]     = pq_mul(a, pq_tab_lookup(&tc, code));
+                gv[2 * j + 1] = pq_mul(a, s);
+                gv[2 * j]     = pq_mul(a, c);
             }
         }
     }

@@ -186,11 +186,11 @@ static inline pq_vf pq_tab_lookup(const pq_tab * t, pq_vi idx) {
     return _mm256_i32gather_ps(t->t, idx, 4);
 }
 
-// The level-1 codebook of 32 angles on the circle repeats one quadrant exactly (tests/test_codebooks.py): with
-// m = cos of the first 8 angles, code c = 8q + i has (cos, sin) = (m[i], m[7-i]) turned by q quarter turns. So both
-// come from two permutes of the first quadrant (cos and sin of it are m and m reversed), a swap when q is odd and
-// two signs: half the work of two 32-entry lookups.
-#define PQ_HAS_CIRCLE32 1
+// cos and sin of a level-1 code (pq_circle_lookup, below). The circle of 32 angles repeats one quadrant exactly
+// (tests/test_codebooks.py): with m = cos of the first 8 angles, code c = 8q + i has (cos, sin) = (m[i], m[7-i])
+// turned by q quarter turns. So both come from two permutes of the first quadrant (cos and sin of it are m and m
+// reversed), a swap when q is odd and two signs: half the work of two 32-entry lookups.
+#define PQ_CIRCLE_LOOKUP_DEFINED 1
 static inline void pq_circle32_lookup(const pq_tab * tc, const pq_tab * ts, pq_vi code, pq_vf * c, pq_vf * s) {
     const pq_vf   a    = _mm256_permutevar8x32_ps(tc->v[0], code); // m[i]
     const pq_vf   b    = _mm256_permutevar8x32_ps(ts->v[0], code); // m[7 - i]
@@ -201,6 +201,14 @@ static inline void pq_circle32_lookup(const pq_tab * tc, const pq_tab * ts, pq_v
     // cos is negative in quadrants 1 and 2, sin in 2 and 3
     *c = _mm256_xor_ps(_mm256_blendv_ps(a, b, odd), _mm256_castsi256_ps(_mm256_and_si256(_mm256_xor_si256(q0, q1), sign)));
     *s = _mm256_xor_ps(_mm256_blendv_ps(b, a, odd), _mm256_castsi256_ps(_mm256_and_si256(q1, sign)));
+}
+static inline void pq_circle_lookup(const pq_tab * tc, const pq_tab * ts, pq_vi code, pq_vf * c, pq_vf * s) {
+    if (tc->bits == 5) {
+        pq_circle32_lookup(tc, ts, code, c, s);
+    } else {
+        *c = pq_tab_lookup(tc, code);
+        *s = pq_tab_lookup(ts, code);
+    }
 }
 
 #elif defined(__ARM_NEON) && defined(__aarch64__)
@@ -342,4 +350,12 @@ static inline float pq_lane(pq_vf v, int r) { (void) r; return v; }
 typedef struct { const float * t; } pq_tab;
 static inline pq_tab pq_tab_load(const float * t, int bits) { (void) bits; pq_tab r = { t }; return r; }
 static inline pq_vf pq_tab_lookup(const pq_tab * t, pq_vi idx) { return t->t[idx]; }
+#endif
+
+// cos and sin of a level-1 code (an angle on the whole circle): two lookups, unless the ISA has a quicker way.
+#if !defined(PQ_CIRCLE_LOOKUP_DEFINED)
+static inline void pq_circle_lookup(const pq_tab * tc, const pq_tab * ts, pq_vi code, pq_vf * c, pq_vf * s) {
+    *c = pq_tab_lookup(tc, code);
+    *s = pq_tab_lookup(ts, code);
+}
 #endif
