@@ -29,6 +29,9 @@ TREE = ROOT / "build" / "src" / "llama.cpp"
 sys.path.insert(0, str(ROOT / "scripts"))
 import metal_embed  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests" / "metal_emu"))
+import gen_kernels  # noqa: E402
+
 CLANG_FLAGS = ["-std=c++14", "-Werror=c++17-extensions", "-I", str(SHIM_DIR), "-DGGML_METAL_EMBED_LIBRARY", "-Wno-unknown-attributes",
                "-Wno-unknown-pragmas", "-Wno-duplicate-decl-specifier"]
 # Upstream kernel files the polar library builds on (its own includes) or sits beside: they must still compile,
@@ -53,10 +56,7 @@ def find_clang() -> str:
 def for_clang(text: str) -> str:
     """What the stand-in cannot express: [[host_name]] on explicit instantiations (clang rejects it there),
     [[threadgroup(N)]] (its keyword is defined away), and function constants (made ordinary statics)."""
-    text = re.sub(r'\[\[\s*host_name\("[^"]*"\)\s*\]\]', "", text)
-    text = re.sub(r"\[\[\s*threadgroup\(\d+\)\s*\]\]", "", text)
-    return re.sub(r"\bconstant\s+(\w+)\s+(\w+)\s*\[\[\s*function_constant\([^\]]*\)\s*\]\]\s*;",
-                  r"static \1 \2 = \1();", text)
+    return gen_kernels.FUNCTION_CONSTANT.sub(r"static \1 \2 = \1();", gen_kernels.without_stand_in_attributes(text))
 
 
 @pytest.fixture(scope="session")

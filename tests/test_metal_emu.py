@@ -58,7 +58,7 @@ def test_simt_executor_synchronizes_and_reports_misuse(tmp_path):
     exe = compile_and_link(tmp_path, "simt_test", [EMU / "simt.cpp", EMU / "simt_test.cpp"])
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.strip().splitlines()[-1] == "simt: 8 checks, 0 failures"
+    assert run.stdout.strip().splitlines()[-1] == "simt: 9 checks, 0 failures"
 
 
 def test_every_kernel_is_registered_with_its_parameters(polar_source):

@@ -34,6 +34,8 @@ ATTRIBUTES = {
 
 KERNEL = re.compile(r"\bkernel\s+void\s+(\w+)\s*\(")
 INSTANCE = re.compile(r'template\s*\[\[\s*host_name\("([^"]+)"\)\s*\]\]\s*kernel\s+\w+\s+(\w+)\s*<([^;]*)>\s*;')
+HOST_NAME = re.compile(r'\[\[\s*host_name\("[^"]*"\)\s*\]\]')
+THREADGROUP_ATTRIBUTE = re.compile(r"\[\[\s*threadgroup\(\d+\)\s*\]\]")
 FUNCTION_CONSTANT = re.compile(r"\bconstant\s+(\w+)\s+(\w+)\s*\[\[\s*function_constant\(([^\]]*)\)\s*\]\]\s*;")
 ATTRIBUTE = re.compile(r"\[\[\s*(\w+)\s*(?:\(\s*(\d+)\s*\))?\s*\]\]")
 
@@ -96,6 +98,12 @@ def entry(n: int, host: str, fn: str, params: list[str]) -> str:
             f'emu::invoke(&{fn}, c, {{{", ".join(params)}}}); }});')
 
 
+def without_stand_in_attributes(text: str) -> str:
+    """What the stand-in cannot express, dropped: [[host_name]] on explicit instantiations (clang rejects it there)
+    and [[threadgroup(i)]] (its keyword is defined away)."""
+    return THREADGROUP_ATTRIBUTE.sub("", HOST_NAME.sub("", text))
+
+
 def rewrite(text: str, only: str | None = None) -> tuple[str, int]:
     """The source as C++ with its kernels (those only matches) registered by host_name; and how many."""
     defs = kernels(text)
@@ -107,13 +115,10 @@ def rewrite(text: str, only: str | None = None) -> tuple[str, int]:
         if only and not re.fullmatch(only, host):
             return ""
         count += 1
-        # the instantiation without [[host_name]] (clang rejects it there), and beside it, where the macros its
-        # arguments use are still defined, the kernel's entry
-        plain = re.sub(r'\[\[\s*host_name\("[^"]*"\)\s*\]\]', "", m.group(0))
-        return f"{plain} {entry(count, host, f'{name}<{args.strip()}>', defs[name][0])}"
+        # beside the instantiation, where the macros its arguments use are still defined
+        return f"{m.group(0)} {entry(count, host, f'{name}<{args.strip()}>', defs[name][0])}"
 
-    text = INSTANCE.sub(instance, text)
-    text = re.sub(r"\[\[\s*threadgroup\(\d+\)\s*\]\]", "", text)
+    text = without_stand_in_attributes(INSTANCE.sub(instance, text))
     text = FUNCTION_CONSTANT.sub(
         lambda m: f"static {m[1]} {m[2]}; static emu::fc_binding {m[2]}_binding({m[3]}, &{m[2]}, sizeof({m[2]}));",
         text)

@@ -113,4 +113,17 @@ template <typename T> void combine_pick(lane_slot * lanes, int n) {
     }
 }
 
+// Each lane gets the value of the first active lane (simd_broadcast_first).
+template <typename T> void combine_first(lane_slot * lanes, int n) {
+    int first = 0;
+    while (first < n && !lanes[first].active) {
+        ++first;
+    }
+    for (int i = 0; i < n; ++i) {
+        if (lanes[i].active) {
+            lane_out(lanes[i], lane_in<T>(lanes[first]));
+        }
+    }
+}
+
 } // namespace simt

@@ -105,6 +105,20 @@ void returned_lanes_take_no_part() {
         ok = ok && sums[t] == (t < 16 ? 120.0f : -1.0f);
     }
     check(ok, "lanes that returned take no part in a later simd_sum");
+
+    std::vector<int> first(32, -1);
+    simt::run_groups({ 1, 1, 1 }, { 32, 1, 1 }, simt::order::shuffled, 5, [&] {
+        const uint32_t lane = simt::current().simd_lane;
+        if (lane < 5) {
+            return;
+        }
+        first[lane] = simt::collective(&simt::combine_first<int>, (int) lane * 10);
+    });
+    ok = true;
+    for (int t = 0; t < 32; ++t) {
+        ok = ok && first[t] == (t < 5 ? -1 : 50);
+    }
+    check(ok, "simd_broadcast_first takes the first lane still running");
 }
 
 bool throws(const std::function<void()> & body, const char * needle) {
