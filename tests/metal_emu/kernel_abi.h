@@ -5,6 +5,7 @@
 // host_name, whose run calls invoke() with them.
 #pragma once
 
+#include "kernel_registry.h"
 #include "simt.h"
 
 #include <cstddef>
@@ -33,15 +34,6 @@ enum class pk {
 struct param {
     pk  kind;
     int index;
-};
-
-constexpr int MAX_BUFFERS     = 32;
-constexpr int MAX_THREADGROUP = 8;
-
-// What an encoder bound for one dispatch.
-struct call {
-    void * buffers[MAX_BUFFERS]         = {};
-    void * tg_memory[MAX_THREADGROUP]   = {};
 };
 
 inline simt::dim3 dim_of(pk kind) {
@@ -98,65 +90,6 @@ template <typename... P> void invoke(void (*fn)(P...), const call & c, std::init
         throw simt::error("a kernel's parameter list does not match its signature");
     }
     invoke_with(fn, c, ps.begin(), std::index_sequence_for<P...>());
-}
-
-// Function constants: gen_kernels.py turns `constant T name [[function_constant(i)]];` into a global of type T bound
-// to index i here; a pipeline sets its values (set_function_constant) before it runs.
-struct fc_binding {
-    int          index;
-    void *       addr;
-    size_t       size;
-    fc_binding * next;
-    fc_binding(int i, void * a, size_t n) : index(i), addr(a), size(n), next(head()) { head() = this; }
-    static fc_binding *& head() {
-        static fc_binding * h = nullptr;
-        return h;
-    }
-};
-
-// Sets every constant bound to index (size: the value's bytes, which must be the constant's); returns how many.
-inline int set_function_constant(int index, const void * value, size_t size) {
-    int n = 0;
-    for (fc_binding * b = fc_binding::head(); b; b = b->next) {
-        if (b->index == index) {
-            if (b->size != size) {
-                throw simt::error("function constant " + std::to_string(index) + " set with the wrong size");
-            }
-            std::memcpy(b->addr, value, size);
-            ++n;
-        }
-    }
-    return n;
-}
-
-// A kernel by its host_name; gen_kernels.py writes one beside each instantiation (where the source's macros still
-// stand), and they register themselves.
-struct kernel_entry {
-    const char *   name;
-    void (*run)(const call & c);
-    kernel_entry * next;
-    kernel_entry(const char * n, void (*r)(const call &)) : name(n), run(r), next(head()) { head() = this; }
-    static kernel_entry *& head() {
-        static kernel_entry * h = nullptr;
-        return h;
-    }
-};
-
-inline const kernel_entry * find_kernel(const char * name) {
-    for (const kernel_entry * k = kernel_entry::head(); k; k = k->next) {
-        if (std::strcmp(k->name, name) == 0) {
-            return k;
-        }
-    }
-    return nullptr;
-}
-
-inline int kernel_count() {
-    int n = 0;
-    for (const kernel_entry * k = kernel_entry::head(); k; k = k->next) {
-        ++n;
-    }
-    return n;
 }
 
 } // namespace emu
