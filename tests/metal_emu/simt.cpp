@@ -1,8 +1,12 @@
-// The SIMT executor (simt.h): fibers on ucontext, one per thread of a threadgroup, and a scheduler that runs them
-// to their next synchronization point and then resolves it.
+// The SIMT executor (simt.h): fibers, one per thread of a threadgroup, and a scheduler that runs them to their
+// next synchronization point and then resolves it. A fiber starts once on ucontext and then runs one thread after
+// another; switches are _setjmp/_longjmp, which (unlike swapcontext) make no system call, since a flash-attention
+// kernel switches at every simdgroup function.
+#undef _FORTIFY_SOURCE // its longjmp check rejects jumps between stacks
 #include "simt.h"
 
 #include <algorithm>
+#include <csetjmp>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -39,7 +43,9 @@ class fiber_stack {
 enum class state { runnable, at_barrier, at_collective, finished };
 
 struct fiber {
-    ucontext_t              ctx;
+    ucontext_t              ctx;     // for its start only
+    bool                    started = false;
+    jmp_buf                 resume;  // where it goes on when the scheduler picks it
     std::unique_ptr<fiber_stack> stack;
     thread_ids              ids;
     state                   st = state::runnable;
@@ -52,14 +58,19 @@ struct fiber {
     std::string             failure; // an exception thrown inside the fiber, rethrown by the scheduler
 };
 
+// The fibers of this host thread, kept from one dispatch to the next (dropped after an error: a fiber may then be
+// stopped inside a kernel).
 struct group_run {
-    std::vector<fiber> threads;
-    ucontext_t         scheduler;
+    std::vector<std::unique_ptr<fiber>> fibers;
+    jmp_buf            scheduler;
     fiber *            running = nullptr;
     const std::function<void()> * body = nullptr;
+    size_t             size    = 0; // threads in the current group
+    fiber & thread(size_t i) { return *fibers[i]; }
 };
 
-thread_local group_run * g_run = nullptr;
+thread_local std::unique_ptr<group_run> g_pool;
+thread_local group_run * g_run = nullptr; // the pool while run_groups runs
 
 std::string where(const thread_ids & t) {
     char buf[160];
@@ -68,26 +79,36 @@ std::string where(const thread_ids & t) {
     return buf;
 }
 
-void fiber_main() {
-    fiber * f = g_run->running;
-    try {
-        (*g_run->body)();
-    } catch (const std::exception & e) {
-        f->failure = e.what();
-    }
-    f->st = state::finished;
-    swapcontext(&f->ctx, &g_run->scheduler);
-}
-
 // Back to the scheduler until it resumes this fiber.
 void yield_to_scheduler() {
-    fiber * f = g_run->running;
-    swapcontext(&f->ctx, &g_run->scheduler);
+    if (_setjmp(g_run->running->resume) == 0) {
+        _longjmp(g_run->scheduler, 1);
+    }
+}
+
+// A fiber's life: one thread of a group after another, each time the scheduler starts it anew.
+void fiber_main() {
+    for (;;) {
+        fiber * f = g_run->running;
+        try {
+            (*g_run->body)();
+        } catch (const std::exception & e) {
+            f->failure = e.what();
+        }
+        f->st = state::finished;
+        yield_to_scheduler();
+    }
 }
 
 void run_fiber(group_run & run, fiber & f) {
     run.running = &f;
-    swapcontext(&run.scheduler, &f.ctx);
+    if (_setjmp(run.scheduler) == 0) {
+        if (!f.started) {
+            f.started = true;
+            setcontext(&f.ctx);
+        }
+        _longjmp(f.resume, 1);
+    }
     run.running = nullptr;
     if (!f.failure.empty()) {
         throw error(where(f.ids) + ": " + f.failure);
@@ -99,11 +120,11 @@ bool resolve_collectives(group_run & run, uint32_t simd_groups) {
     bool progress = false;
     for (uint32_t sg = 0; sg < simd_groups; ++sg) {
         const size_t first = (size_t) sg * SIMD_WIDTH;
-        const size_t last  = std::min(first + SIMD_WIDTH, run.threads.size());
+        const size_t last  = std::min(first + SIMD_WIDTH, run.size);
         bool         all_there = true, any = false;
         combine_fn   combine   = nullptr;
         for (size_t i = first; i < last; ++i) {
-            const fiber & f = run.threads[i];
+            const fiber & f = run.thread(i);
             if (f.st == state::finished) {
                 continue;
             }
@@ -122,7 +143,7 @@ bool resolve_collectives(group_run & run, uint32_t simd_groups) {
         }
         lane_slot lanes[SIMD_WIDTH] = {};
         for (size_t i = first; i < last; ++i) {
-            fiber &     f = run.threads[i];
+            fiber &     f = run.thread(i);
             lane_slot & s = lanes[i - first];
             s.active      = f.st == state::at_collective;
             if (s.active) {
@@ -132,7 +153,7 @@ bool resolve_collectives(group_run & run, uint32_t simd_groups) {
         }
         combine(lanes, (int) (last - first));
         for (size_t i = first; i < last; ++i) {
-            fiber & f = run.threads[i];
+            fiber & f = run.thread(i);
             if (f.st == state::at_collective) {
                 std::memcpy(f.out, lanes[i - first].out, f.size);
                 f.st = state::runnable;
@@ -146,15 +167,16 @@ bool resolve_collectives(group_run & run, uint32_t simd_groups) {
 // Releases a threadgroup barrier once every thread waits at it; throws if a thread never will.
 bool resolve_barrier(group_run & run) {
     const fiber * waiting = nullptr;
-    for (const fiber & f : run.threads) {
-        if (f.st == state::at_barrier) {
-            waiting = &f;
+    for (size_t i = 0; i < run.size; ++i) {
+        if (run.thread(i).st == state::at_barrier) {
+            waiting = &run.thread(i);
         }
     }
     if (!waiting) {
         return false;
     }
-    for (const fiber & f : run.threads) {
+    for (size_t i = 0; i < run.size; ++i) {
+        const fiber & f = run.thread(i);
         if (f.st == state::finished) {
             throw error(where(f.ids) + " returned while " + where(waiting->ids) +
                         " waits at a threadgroup barrier: every thread of the group must reach it");
@@ -164,8 +186,8 @@ bool resolve_barrier(group_run & run) {
                         " waits at a threadgroup barrier");
         }
     }
-    for (fiber & f : run.threads) {
-        f.st = state::runnable;
+    for (size_t i = 0; i < run.size; ++i) {
+        run.thread(i).st = state::runnable;
     }
     return true;
 }
@@ -174,7 +196,7 @@ void run_group(group_run & run, const std::vector<size_t> & sequence, uint32_t s
     for (;;) {
         bool any_left = false;
         for (size_t i : sequence) {
-            fiber & f = run.threads[i];
+            fiber & f = run.thread(i);
             if (f.st == state::runnable) {
                 run_fiber(run, f);
             }
@@ -184,7 +206,7 @@ void run_group(group_run & run, const std::vector<size_t> & sequence, uint32_t s
             return;
         }
         if (!resolve_collectives(run, simd_groups) && !resolve_barrier(run)) {
-            throw error(where(run.threads[0].ids) + "'s group: no thread can go on (a deadlock)");
+            throw error(where(run.thread(0).ids) + "'s group: no thread can go on (a deadlock)");
         }
     }
 }
@@ -235,11 +257,21 @@ void run_groups(dim3 groups, dim3 threads, order ord, uint32_t seed, const std::
     if (g_run) {
         throw error("run_groups does not nest");
     }
-    group_run run;
+    if (!g_pool) {
+        g_pool.reset(new group_run());
+    }
+    group_run & run = *g_pool;
     run.body = &body;
-    run.threads.resize(n);
-    for (fiber & f : run.threads) {
+    run.size = n;
+    while (run.fibers.size() < n) {
+        run.fibers.emplace_back(new fiber());
+        fiber & f = *run.fibers.back();
         f.stack.reset(new fiber_stack());
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp   = f.stack->top_region();
+        f.ctx.uc_stack.ss_size = STACK_BYTES;
+        f.ctx.uc_link          = nullptr;
+        makecontext(&f.ctx, fiber_main, 0);
     }
     const uint32_t simd_groups = (n + SIMD_WIDTH - 1) / SIMD_WIDTH;
     std::mt19937   rng(seed);
@@ -249,17 +281,12 @@ void run_groups(dim3 groups, dim3 threads, order ord, uint32_t seed, const std::
             for (uint32_t gy = 0; gy < groups.y; ++gy) {
                 for (uint32_t gx = 0; gx < groups.x; ++gx) {
                     for (uint32_t i = 0; i < n; ++i) {
-                        fiber & f = run.threads[i];
+                        fiber & f = run.thread(i);
                         f.ids     = { groups, threads, { gx, gy, gz },
                                       { i % threads.x, (i / threads.x) % threads.y, i / (threads.x * threads.y) },
                                       i, i % SIMD_WIDTH, i / SIMD_WIDTH, simd_groups };
                         f.st = state::runnable;
                         f.failure.clear();
-                        getcontext(&f.ctx);
-                        f.ctx.uc_stack.ss_sp   = f.stack->top_region();
-                        f.ctx.uc_stack.ss_size = STACK_BYTES;
-                        f.ctx.uc_link          = nullptr;
-                        makecontext(&f.ctx, fiber_main, 0);
                     }
                     run_group(run, thread_sequence(n, ord, rng), simd_groups);
                 }
@@ -267,6 +294,7 @@ void run_groups(dim3 groups, dim3 threads, order ord, uint32_t seed, const std::
         }
     } catch (...) {
         g_run = nullptr;
+        g_pool.reset(); // fibers may be stopped inside the kernel: start afresh
         throw;
     }
     g_run = nullptr;
