@@ -22,6 +22,7 @@
 #include "ggml-impl.h"
 
 #include <signal.h>
+#include <ucontext.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -81,7 +82,44 @@ struct guarded_memory {
 // A kernel that touches a guard page faults; the handler names the dispatch before the process ends.
 const char * g_running_kernel = nullptr;
 
-void on_fault(int sig, siginfo_t * info, void *) {
+#if defined(__x86_64__) && defined(__linux__)
+// x86 traps an integer division by zero, which a GPU (and arm64) does not: upstream's kernels take `i % args.ne32`
+// even when there is no mask and ne32 is 0, and never use the result. While a kernel runs, the handler completes
+// such a div/idiv (opcode F7, ModRM reg 6 or 7) the arm64 way, quotient 0 and remainder the dividend, and goes on.
+bool finish_division_by_zero(ucontext_t * uc) {
+    greg_t *        r = uc->uc_mcontext.gregs;
+    const uint8_t * p = (const uint8_t *) r[REG_RIP];
+    size_t          n = 0;
+    bool            wide = false;
+    while (p[n] == 0x66 || (p[n] & 0xf0) == 0x40) { // operand-size and REX prefixes
+        wide |= (p[n] & 0xf8) == 0x48;
+        ++n;
+    }
+    if (p[n] != 0xf7 || ((p[n + 1] >> 3) & 7) < 6) {
+        return false;
+    }
+    const uint8_t modrm = p[n + 1], mod = modrm >> 6, rm = modrm & 7;
+    n += 2;
+    if (mod != 3 && rm == 4) {
+        n += 1 + (mod == 0 && (p[n] & 7) == 5 ? 4 : 0); // SIB, with a disp32 when it has no base
+    }
+    n += mod == 1 ? 1 : mod == 2 ? 4 : mod == 0 && rm == 5 ? 4 : 0;
+    r[REG_RDX] = wide ? r[REG_RAX] : (greg_t) (uint32_t) r[REG_RAX];
+    r[REG_RAX] = 0;
+    r[REG_RIP] += (greg_t) n;
+    return true;
+}
+#endif
+
+void on_fault(int sig, siginfo_t * info, void * context) {
+#if defined(__x86_64__) && defined(__linux__)
+    if (sig == SIGFPE && g_running_kernel && info->si_code == FPE_INTDIV &&
+        finish_division_by_zero((ucontext_t *) context)) {
+        return;
+    }
+#else
+    (void) context;
+#endif
     if (g_running_kernel) {
         char msg[512];
         const int n = snprintf(msg, sizeof(msg),
@@ -91,7 +129,7 @@ void on_fault(int sig, siginfo_t * info, void *) {
             (void) !write(2, msg, (size_t) std::min(n, (int) sizeof(msg) - 1));
         }
     }
-    signal(sig, SIG_DFL);
+    signal(sig, SIG_DFL); // the fault repeats and ends the process
 }
 
 void install_fault_handler() {
@@ -99,9 +137,10 @@ void install_fault_handler() {
     std::call_once(once, [] {
         struct sigaction sa = {};
         sa.sa_sigaction = on_fault;
-        sa.sa_flags     = SA_SIGINFO | SA_RESETHAND;
+        sa.sa_flags     = SA_SIGINFO;
         sigaction(SIGSEGV, &sa, nullptr);
         sigaction(SIGBUS, &sa, nullptr);
+        sigaction(SIGFPE, &sa, nullptr);
     });
 }
 

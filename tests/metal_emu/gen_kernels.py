@@ -33,8 +33,8 @@ ATTRIBUTES = {
 }
 
 KERNEL = re.compile(r"\bkernel\s+void\s+(\w+)\s*\(")
-INSTANCE = re.compile(r'template\s*\[\[\s*host_name\("([^"]+)"\)\s*\]\]\s*kernel\s+\w+\s+(\w+)\s*<([^;]*)>\s*;')
-HOST_NAME = re.compile(r'\[\[\s*host_name\("[^"]*"\)\s*\]\]')
+INSTANCE = re.compile(r'template\s*\[\[\s*host_name\(\s*"([^"]+)"\s*\)\s*\]\]\s*kernel\s+\w+\s+(\w+)\s*<([^;]*)>\s*;')
+HOST_NAME = re.compile(r'\[\[\s*host_name\(\s*"[^"]*"\s*\)\s*\]\]')
 THREADGROUP_ATTRIBUTE = re.compile(r"\[\[\s*threadgroup\(\d+\)\s*\]\]")
 FUNCTION_CONSTANT = re.compile(r"\bconstant\s+(\w+)\s+(\w+)\s*\[\[\s*function_constant\(([^\]]*)\)\s*\]\]\s*;")
 ATTRIBUTE = re.compile(r"\[\[\s*(\w+)\s*(?:\(\s*(\d+)\s*\))?\s*\]\]")
