@@ -16,7 +16,7 @@ BUILD     := build
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-completion llama-quantize test-quantize-fns test-backend-ops ggml-rpc-server
 
-.PHONY: all venv source native llama model text patches-edit patches-export patches-check codebooks check-codebooks metal-check test test-quick demo report clean
+.PHONY: all venv source native llama model text patches-edit patches-export patches-check codebooks check-codebooks metal-check test-metal-emu test test-quick demo report clean
 
 all: llama
 
@@ -77,6 +77,11 @@ metal-check: venv native
 	$(PY) -m pytest tests/test_metal.py tests/test_metal_emu.py
 
 # LLAMA_POLAR_REQUIRE_ALL=1: a test whose build, model or text is missing fails instead of skipping.
+# ggml's Metal backend on the emulated device (issue 18): build-metal-emu/, then upstream's test-backend-ops against
+# the CPU for every polar case of SET_ROWS, CPY and FLASH_ATTN_EXT (make test runs a subset); needs clang >= 16
+test-metal-emu: venv llama
+	$(PY) tests/metal_emu/backend_ops.py
+
 test: venv llama model text check-codebooks
 	LLAMA_POLAR_REQUIRE_ALL=1 $(PY) -m pytest tests
 
@@ -98,4 +103,4 @@ report: venv llama model text
 	cp docs/report/report.json python/llama_polar/report.json
 
 clean:
-	rm -rf $(BUILD) build-native
+	rm -rf $(BUILD) build-native build-metal-emu

@@ -6,11 +6,16 @@
 * the kernel library (tests/metal_emu/gen_kernels.py): the embedded polar.metal (the text a Mac compiles) as C++,
   each kernel registered by host_name with its parameters in declaration order;
 * the polar cache-write and context-shift kernels dispatched through both, against the C library
-  (tests/metal_emu/polar_kernels_test.cpp).
+  (tests/metal_emu/polar_kernels_test.cpp);
+* ggml's Metal backend itself on the emulated device (tests/metal_emu/device.cpp, context.cpp): upstream's
+  test-backend-ops against the CPU for a subset of the polar cases that covers every kind the issue names
+  (make test-metal-emu runs them all), and three one-character breaks, in a polar Metal decoder, in a dispatch
+  size and in a threadgroup memory size, that each make cases FAIL.
 """
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EMU = ROOT / "tests" / "metal_emu"
 sys.path.insert(0, str(EMU))
 sys.path.insert(0, str(ROOT / "scripts"))
+import backend_ops  # noqa: E402
 import gen_kernels  # noqa: E402
 import metal_embed  # noqa: E402
 
@@ -86,3 +92,59 @@ def test_polar_copy_kernels_run_on_the_executor(polar_source, tmp_path):
     last = run.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"polar kernels on the SIMT executor: 7 types, 28 kernels in the library, 140 checks, "
                         r"0 failures", last), last
+
+
+def test_metal_backend_on_the_emulated_device(bin_dir, llama_tree):
+    library = backend_ops.build(quiet=True, tree=llama_tree, bin_dir=bin_dir)
+    cases = []
+    for op, pattern in backend_ops.QUICK:
+        found, rc = backend_ops.run_cases(library, op, pattern, echo=False, bin_dir=bin_dir)
+        cases += found
+        failed = [f"{c.op}({c.params})" for c in found if c.status == "FAIL"]
+        assert rc == 0 and not failed, f"{op}: {failed[:5]}"
+    assert backend_ops.missing_kinds(cases, quick=True) == []
+
+
+# One character each: the polar t4 decoder (the vec kernels' K and V reads) returns its fourth value twice; the vec
+# flash attention's grid, in its several-workgroups branch, takes nsg for nwg (fewer workgroups than the reduction
+# reads); its threadgroup memory holds one V row per query instead of two.
+BREAKS = {
+    "decoder": ("polar.metal", "reg = (T4) float4(v[0], v[1], v[2], v[3]);", "reg = (T4) float4(v[0], v[1], v[3], v[3]);"),
+    "dispatch": ("ggml-metal-ops.cpp", "ne03*nwg, 32, nsg, 1);\n\n            // sync the 2 kernels",
+                 "ne03*nsg, 32, nsg, 1);\n\n            // sync the 2 kernels"),
+    "threadgroup memory": ("ggml-metal-ops.cpp", "(dk_pad + 4*ncpsg + 2*dv_pad)", "(dk_pad + 4*ncpsg + 1*dv_pad)"),
+}
+BREAK_KERNELS = ("kernel_flash_attn_ext_(pad|blk|vec_reduce)|kernel_flash_attn_ext_vec_pq46_dk64_dv64")
+BREAK_CASES = ("FLASH_ATTN_EXT", "hsk=64,.*nr23=\\[1,1\\],kv=113,nb=1,mask=1,sinks=1,max_bias=0.0+,logit_softcap=0.0+,"
+                                 "prec=f32,type_K=pq46,.*permute=\\[0,1,2,3\\]")
+
+
+def broken(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, f"the break's text is not found once: {old}"
+    return text.replace(old, new)
+
+
+@pytest.fixture(scope="module")
+def break_build(tmp_path_factory, llama_tree, polar_source):
+    """A build folder for the breaks (each reconfigures it), with the kernels the break cases need."""
+    return tmp_path_factory.mktemp("emu-breaks")
+
+
+@pytest.mark.parametrize("name", list(BREAKS))
+def test_a_one_character_break_fails_cases(name, break_build, bin_dir, llama_tree, polar_source):
+    where, old, new = BREAKS[name]
+    metal_dir = polar_metal = None
+    if where == "polar.metal":
+        polar_metal = break_build / "polar-broken.metal"
+        polar_metal.write_text(broken(polar_source, old, new))
+    else:
+        metal_dir = break_build / "ggml-metal"
+        shutil.rmtree(metal_dir, ignore_errors=True)
+        shutil.copytree(llama_tree / "ggml" / "src" / "ggml-metal", metal_dir)
+        ops = metal_dir / where
+        ops.write_text(broken(ops.read_text(), old, new))
+    library = backend_ops.build(break_build / "build", kernels=BREAK_KERNELS, metal_dir=metal_dir,
+                                polar_metal=polar_metal, quiet=True, tree=llama_tree, bin_dir=bin_dir)
+    cases, rc = backend_ops.run_cases(library, *BREAK_CASES, echo=False, bin_dir=bin_dir)
+    assert cases and rc != 0
+    assert sum(c.status == "FAIL" for c in cases) >= len(cases) // 2, [(c.params, c.status) for c in cases]

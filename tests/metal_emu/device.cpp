@@ -50,7 +50,8 @@ size_t round_up(size_t n, size_t to) {
     return (n + to - 1) / to * to;
 }
 
-// Host memory whose end abuts an inaccessible page (the start stays 256-byte aligned).
+// Host memory whose end abuts an inaccessible page; its start is aligned to `align` bytes, so at most align - 1
+// bytes past the end go unnoticed.
 struct guarded_memory {
     void *    map      = nullptr;
     size_t    map_size = 0;
@@ -58,8 +59,8 @@ struct guarded_memory {
     size_t    size     = 0;
     uint8_t * guard    = nullptr;
 
-    explicit guarded_memory(size_t n) : size(n) {
-        const size_t body = round_up(std::max<size_t>(round_up(n, 256), 1), page_size());
+    guarded_memory(size_t n, size_t align) : size(n) {
+        const size_t body = round_up(std::max<size_t>(round_up(n, align), 1), page_size());
         map_size          = body + page_size();
         map = mmap(nullptr, map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (map == MAP_FAILED) {
@@ -68,7 +69,7 @@ struct guarded_memory {
         }
         guard = (uint8_t *) map + body;
         mprotect(guard, page_size(), PROT_NONE);
-        data = guard - round_up(n, 256);
+        data = guard - round_up(n, align);
     }
     ~guarded_memory() {
         if (map) {
@@ -79,8 +80,11 @@ struct guarded_memory {
     guarded_memory & operator=(const guarded_memory &) = delete;
 };
 
-// A kernel that touches a guard page faults; the handler names the dispatch before the process ends.
+// A kernel that touches a guard page faults; the handler stops the kernel's thread with an error naming what it
+// overran, and the dispatch fails with it.
 const char * g_running_kernel = nullptr;
+const uint8_t * g_tg_guards[emu::MAX_THREADGROUP] = {}; // the running dispatch's threadgroup memory guard pages
+char g_fault[256];
 
 #if defined(__x86_64__) && defined(__linux__)
 // x86 traps an integer division by zero, which a GPU (and arm64) does not: upstream's kernels take `i % args.ne32`
@@ -120,14 +124,21 @@ void on_fault(int sig, siginfo_t * info, void * context) {
 #else
     (void) context;
 #endif
-    if (g_running_kernel) {
-        char msg[512];
-        const int n = snprintf(msg, sizeof(msg),
-                               "emulated Metal device: kernel %s accessed %p, outside its buffers and threadgroup "
-                               "memory (signal %d)\n", g_running_kernel, info->si_addr, sig);
-        if (n > 0) {
-            (void) !write(2, msg, (size_t) std::min(n, (int) sizeof(msg) - 1));
+    if (g_running_kernel && sig != SIGFPE) {
+        const uint8_t * addr = (const uint8_t *) info->si_addr;
+        int tg = -1;
+        for (int i = 0; i < emu::MAX_THREADGROUP; ++i) {
+            if (g_tg_guards[i] && addr >= g_tg_guards[i] && addr < g_tg_guards[i] + page_size()) {
+                tg = i;
+            }
         }
+        if (tg >= 0) {
+            snprintf(g_fault, sizeof(g_fault), "accessed %zu bytes past the end of threadgroup memory %d",
+                     (size_t) (addr - g_tg_guards[tg]) + 1, tg);
+        } else {
+            snprintf(g_fault, sizeof(g_fault), "accessed %p, outside its buffers and threadgroup memory", info->si_addr);
+        }
+        simt::fail_running_thread(g_fault); // returns only when no kernel thread runs
     }
     signal(sig, SIG_DFL); // the fault repeats and ends the process
 }
@@ -137,7 +148,7 @@ void install_fault_handler() {
     std::call_once(once, [] {
         struct sigaction sa = {};
         sa.sa_sigaction = on_fault;
-        sa.sa_flags     = SA_SIGINFO;
+        sa.sa_flags     = SA_SIGINFO | SA_NODEFER; // a handler that leaves by longjmp must not leave the signal blocked
         sigaction(SIGSEGV, &sa, nullptr);
         sigaction(SIGBUS, &sa, nullptr);
         sigaction(SIGFPE, &sa, nullptr);
@@ -303,7 +314,7 @@ struct ggml_metal_buffer {
 
 ggml_metal_buffer_t ggml_metal_buffer_init(ggml_metal_device_t dev, size_t size, bool shared) {
     GGML_UNUSED(shared);
-    auto memory = std::make_unique<guarded_memory>(size);
+    auto memory = std::make_unique<guarded_memory>(size, 64);
     if (!memory->data) {
         GGML_LOG_ERROR("%s: error: failed to allocate buffer, size = %8.2f MiB\n", __func__, size / 1024.0 / 1024.0);
         return nullptr;
@@ -486,6 +497,21 @@ static void restore(const std::vector<const emu_region *> & regions, const std::
     }
 }
 
+// Where byte `at` of a region is for the kernel: the buffer index bound nearest below it, and the offset from there.
+static std::string binding_of(const ggml_metal_encoder * enc, const emu_region * region, size_t at) {
+    int    best = -1;
+    size_t offs = 0;
+    for (int i = 0; i < emu::MAX_BUFFERS; ++i) {
+        const size_t start = (const uint8_t *) enc->call.buffers[i] - region->data;
+        if (enc->regions[i] == region && start <= at && (best < 0 || start > offs)) {
+            best = i;
+            offs = start;
+        }
+    }
+    return best < 0 ? "at byte " + std::to_string(at) + " of a bound buffer"
+                    : "at byte " + std::to_string(at - offs) + " of buffer " + std::to_string(best);
+}
+
 static const char * order_name(simt::order o) {
     return o == simt::order::in_order ? "in_order" : o == simt::order::reversed ? "reversed" : "shuffled";
 }
@@ -496,15 +522,21 @@ static void run_once(ggml_metal_encoder_t enc, simt::dim3 groups, simt::dim3 thr
     emu::call call = enc->call;
     for (int i = 0; i < emu::MAX_THREADGROUP; ++i) {
         if (enc->tg_size[i]) {
-            tg.push_back(std::make_unique<guarded_memory>(enc->tg_size[i]));
+            tg.push_back(std::make_unique<guarded_memory>(enc->tg_size[i], 16)); // the sizes are multiples of 16
             memset(tg.back()->data, 0xcd, enc->tg_size[i]); // not zero: a kernel must not rely on it
             call.tg_memory[i] = tg.back()->data;
+            g_tg_guards[i]    = tg.back()->guard;
         }
     }
     const emu::kernel_entry * kernel = enc->pipeline->kernel;
     g_running_kernel = enc->pipeline->name.c_str();
+    struct done { // also when the run throws
+        ~done() {
+            g_running_kernel = nullptr;
+            std::fill(std::begin(g_tg_guards), std::end(g_tg_guards), nullptr);
+        }
+    } clear;
     simt::run_groups(groups, threads, ord, 7, [&] { kernel->run(call); });
-    g_running_kernel = nullptr;
 }
 
 static void dispatch(ggml_metal_encoder_t enc, simt::dim3 groups, simt::dim3 threads) {
@@ -545,8 +577,8 @@ static void dispatch(ggml_metal_encoder_t enc, simt::dim3 groups, simt::dim3 thr
             if (after[r] != first[r]) {
                 const size_t at = std::mismatch(after[r].begin(), after[r].end(), first[r].begin()).first - after[r].begin();
                 return fail(enc, p->name + ": threads in " + order_name(enc->orders[i]) + " order wrote other bytes than " +
-                                 order_name(enc->orders[0]) + " (a race or a missing barrier), first at byte " +
-                                 std::to_string(at) + " of a bound buffer");
+                                 order_name(enc->orders[0]) + " (a race or a missing barrier), first " +
+                                 binding_of(enc, regions[r], at));
             }
         }
     }
@@ -565,7 +597,6 @@ void ggml_metal_encoder_dispatch_threadgroups(ggml_metal_encoder_t encoder, int 
     try {
         dispatch(encoder, { (uint32_t) tg0, (uint32_t) tg1, (uint32_t) tg2 }, { (uint32_t) tptg0, (uint32_t) tptg1, (uint32_t) tptg2 });
     } catch (const std::exception & e) {
-        g_running_kernel = nullptr;
         fail(encoder, encoder->pipeline->name + ": " + e.what());
     }
 }

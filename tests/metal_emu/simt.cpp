@@ -211,13 +211,26 @@ void run_group(group_run & run, const std::vector<size_t> & sequence, uint32_t s
     }
 }
 
+// The order threads run in between two synchronization points: simdgroup by simdgroup, the simdgroups in the given
+// order, the lanes of each from the last to the first. A GPU runs a simdgroup's lanes in lockstep, every lane's
+// step before any lane's next one, and kernels rely on it: upstream's flash-attention vec kernel has lane 0 write
+// the simdgroup's sums over scratch memory the other lanes have just read, with no barrier between. Lane 0 last
+// keeps such reads before the write; races between simdgroups (a missing threadgroup_barrier) still show.
 std::vector<size_t> thread_sequence(size_t n, order ord, std::mt19937 & rng) {
-    std::vector<size_t> seq(n);
-    for (size_t i = 0; i < n; ++i) {
-        seq[i] = ord == order::reversed ? n - 1 - i : i;
+    const size_t groups = (n + SIMD_WIDTH - 1) / SIMD_WIDTH;
+    std::vector<size_t> sg(groups);
+    for (size_t i = 0; i < groups; ++i) {
+        sg[i] = ord == order::reversed ? groups - 1 - i : i;
     }
     if (ord == order::shuffled) {
-        std::shuffle(seq.begin(), seq.end(), rng);
+        std::shuffle(sg.begin(), sg.end(), rng);
+    }
+    std::vector<size_t> seq;
+    for (size_t g : sg) {
+        const size_t first = g * SIMD_WIDTH, last = std::min(first + SIMD_WIDTH, n);
+        for (size_t i = last; i-- > first;) {
+            seq.push_back(i);
+        }
     }
     return seq;
 }
@@ -247,6 +260,16 @@ void simd_collective(combine_fn combine, const void * in, void * out, size_t siz
     f.size    = size;
     f.arg     = arg;
     yield_to_scheduler();
+}
+
+bool fail_running_thread(const char * why) {
+    if (!g_run || !g_run->running) {
+        return false;
+    }
+    fiber * f   = g_run->running;
+    f->failure  = why;
+    f->st       = state::finished;
+    _longjmp(g_run->scheduler, 1);
 }
 
 void run_groups(dim3 groups, dim3 threads, order ord, uint32_t seed, const std::function<void()> & body) {

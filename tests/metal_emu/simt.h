@@ -1,7 +1,8 @@
 // A SIMT executor for Metal kernel source compiled as C++ (issue 18): runs one threadgroup at a time, each thread
 // of it a fiber, so that threadgroup_barrier and the simdgroup collectives are real synchronization points among
-// the threads, as on a GPU. Between two synchronization points the threads run one after another, in an order the
-// caller picks (in order, reversed, shuffled): a kernel whose result depends on that order has a race.
+// the threads, as on a GPU. Between two synchronization points the threads run one after another, simdgroup by
+// simdgroup in an order the caller picks (in order, reversed, shuffled), the lanes of a simdgroup last to first (a
+// GPU runs them in lockstep; simt.cpp, thread_sequence): a kernel whose result depends on that order has a race.
 //
 // What it reports as an error (simt::error, with the threadgroup and the thread): a threadgroup barrier that some
 // thread of the group does not reach (it returned, or waits at a collective), lanes of one simdgroup that wait at
@@ -49,7 +50,7 @@ struct thread_ids {
     }
 };
 
-enum class order { in_order, reversed, shuffled };
+enum class order { in_order, reversed, shuffled }; // of the simdgroups
 
 // The ids of the thread running now (only inside run_groups).
 const thread_ids & current();
@@ -57,6 +58,10 @@ const thread_ids & current();
 // Runs body once per thread of every threadgroup of the grid, a threadgroup at a time. Threads of one group run
 // in the given order between synchronization points (seed: the shuffle's). Throws simt::error.
 void run_groups(dim3 groups, dim3 threads, order ord, uint32_t seed, const std::function<void()> & body);
+
+// From a signal handler that caught the running thread's fault: stop that thread, and the run with an error
+// (run_groups throws it). Returns false, doing nothing, when no kernel thread runs.
+bool fail_running_thread(const char * why);
 
 // threadgroup_barrier: every thread of the group must reach it.
 void group_barrier();
