@@ -56,21 +56,25 @@ void ggml_metal_synchronize(ggml_metal_t ctx) {
     GGML_UNUSED(ctx); // every command ran when it was encoded
 }
 
+// The tensor's device buffer (device.cpp): an async copy is the buffer's own, done at once.
+static ggml_metal_buffer_t buffer_of(const struct ggml_tensor * t) {
+    return (ggml_metal_buffer_t) (t->view_src ? t->view_src->buffer : t->buffer)->context;
+}
+
 void ggml_metal_set_tensor_async(ggml_metal_t ctx, struct ggml_tensor * tensor, const void * data, size_t offset, size_t size) {
     GGML_UNUSED(ctx);
-    memcpy((char *) tensor->data + offset, data, size);
+    ggml_metal_buffer_set_tensor(buffer_of(tensor), tensor, data, offset, size);
 }
 
 void ggml_metal_get_tensor_async(ggml_metal_t ctx, const struct ggml_tensor * tensor, void * data, size_t offset, size_t size) {
     GGML_UNUSED(ctx);
-    memcpy(data, (const char *) tensor->data + offset, size);
+    ggml_metal_buffer_get_tensor(buffer_of(tensor), tensor, data, offset, size);
 }
 
 bool ggml_metal_cpy_tensor_async(ggml_metal_t ctx_src, ggml_metal_t ctx_dst, const struct ggml_tensor * src, struct ggml_tensor * dst) {
     GGML_UNUSED(ctx_src);
     GGML_UNUSED(ctx_dst);
-    memcpy(dst->data, src->data, ggml_nbytes(src));
-    return true;
+    return ggml_metal_buffer_cpy_tensor(buffer_of(dst), src, dst);
 }
 
 enum ggml_status ggml_metal_graph_compute(ggml_metal_t ctx, struct ggml_cgraph * gf) {
