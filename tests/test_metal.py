@@ -13,7 +13,6 @@ subnormal flushing; those need Apple hardware (test-backend-ops -b Metal).
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import metal_embed  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests" / "metal_emu"))
+import backend_ops  # noqa: E402
 import gen_kernels  # noqa: E402
 
 CLANG_FLAGS = ["-std=c++14", "-Werror=c++17-extensions", "-I", str(SHIM_DIR), "-DGGML_METAL_EMBED_LIBRARY", "-Wno-unknown-attributes",
@@ -42,15 +42,10 @@ INSTANCES_END = "// ---- end of polar-instances.metal ----"
 
 
 def find_clang() -> str:
-    for name in ("clang++-19", "clang++-18", "clang++-17", "clang++-16", "clang++"):
-        path = shutil.which(name)
-        if not path:
-            continue
-        out = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
-        m = re.search(r"clang version (\d+)", out)
-        if m and int(m.group(1)) >= 16:
-            return path
-    pytest.fail("clang >= 16 not found: the Metal checks need Debian's clang-16 (.ci/run installs it)")
+    try:
+        return backend_ops.find_clang()
+    except SystemExit as e:
+        pytest.fail(str(e))
 
 
 def for_clang(text: str) -> str:

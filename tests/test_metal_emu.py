@@ -102,7 +102,7 @@ def test_metal_backend_on_the_emulated_device(bin_dir, llama_tree):
         cases += found
         failed = [f"{c.op}({c.params})" for c in found if c.status == "FAIL"]
         assert rc == 0 and not failed, f"{op}: {failed[:5]}"
-    assert backend_ops.missing_kinds(cases, quick=True) == []
+    assert backend_ops.missing_kinds(cases) == []
 
 
 # One character each: the polar t4 decoder (the vec kernels' K and V reads) returns its fourth value twice; the vec

@@ -155,6 +155,21 @@ void install_fault_handler() {
     });
 }
 
+const struct {
+    const char * name;
+    simt::order  order;
+} ORDER_NAMES[] = { { "in_order", simt::order::in_order }, { "reversed", simt::order::reversed },
+                    { "shuffled", simt::order::shuffled } };
+
+const char * order_name(simt::order o) {
+    for (const auto & n : ORDER_NAMES) {
+        if (n.order == o) {
+            return n.name;
+        }
+    }
+    return "?";
+}
+
 // GGML_METAL_EMU_ORDERS: the thread orders every dispatch runs in (comma-separated).
 std::vector<simt::order> thread_orders() {
     const char * env = getenv("GGML_METAL_EMU_ORDERS");
@@ -164,15 +179,12 @@ std::vector<simt::order> thread_orders() {
     while (start <= spec.size()) {
         const size_t end  = std::min(spec.find(',', start), spec.size());
         const std::string name = spec.substr(start, end - start);
-        if (name == "in_order") {
-            out.push_back(simt::order::in_order);
-        } else if (name == "reversed") {
-            out.push_back(simt::order::reversed);
-        } else if (name == "shuffled") {
-            out.push_back(simt::order::shuffled);
-        } else {
+        const auto * known = std::find_if(std::begin(ORDER_NAMES), std::end(ORDER_NAMES),
+                                          [&](const auto & n) { return name == n.name; });
+        if (known == std::end(ORDER_NAMES)) {
             GGML_ABORT("GGML_METAL_EMU_ORDERS: unknown thread order '%s' (in_order, reversed, shuffled)", name.c_str());
         }
+        out.push_back(known->order);
         start = end + 1;
     }
     return out;
@@ -512,10 +524,6 @@ static std::string binding_of(const ggml_metal_encoder * enc, const emu_region *
                     : "at byte " + std::to_string(at - offs) + " of buffer " + std::to_string(best);
 }
 
-static const char * order_name(simt::order o) {
-    return o == simt::order::in_order ? "in_order" : o == simt::order::reversed ? "reversed" : "shuffled";
-}
-
 // One run of the dispatch in one thread order, with fresh threadgroup memory.
 static void run_once(ggml_metal_encoder_t enc, simt::dim3 groups, simt::dim3 threads, simt::order ord) {
     std::vector<std::unique_ptr<guarded_memory>> tg;
@@ -543,9 +551,6 @@ static void dispatch(ggml_metal_encoder_t enc, simt::dim3 groups, simt::dim3 thr
     const ggml_metal_pipeline * p = enc->pipeline;
     if (!p) {
         return fail(enc, "dispatch without a pipeline");
-    }
-    if (threads.count() == 0 || threads.count() > MAX_THREADS_PER_GROUP) {
-        return fail(enc, p->name + ": " + std::to_string(threads.count()) + " threads per threadgroup");
     }
     size_t tg_total = 0;
     for (size_t s : enc->tg_size) {
