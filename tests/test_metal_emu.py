@@ -8,8 +8,8 @@
 * the polar cache-write and context-shift kernels dispatched through both, against the C library
   (tests/metal_emu/polar_kernels_test.cpp);
 * ggml's Metal backend itself on the emulated device (tests/metal_emu/device.cpp, context.cpp): upstream's
-  test-backend-ops against the CPU for a subset of the polar cases that covers every kind the issue names
-  (make test-metal-emu runs them all), and three one-character breaks, in a polar Metal decoder, in a dispatch
+  test-backend-ops against the CPU for every polar SET_ROWS and CPY case and a covering selection of the
+  flash-attention ones (make test-metal-emu's run; backend_ops.py --all runs every case), and three one-character breaks, in a polar Metal decoder, in a dispatch
   size and in a threadgroup memory size, that each make cases FAIL.
 """
 from __future__ import annotations
@@ -96,13 +96,11 @@ def test_polar_copy_kernels_run_on_the_executor(polar_source, tmp_path):
 
 def test_metal_backend_on_the_emulated_device(bin_dir, llama_tree):
     library = backend_ops.build(quiet=True, tree=llama_tree, bin_dir=bin_dir)
-    cases = []
-    for op, pattern in backend_ops.QUICK:
-        found, rc = backend_ops.run_cases(library, op, pattern, echo=False, bin_dir=bin_dir)
-        cases += found
-        failed = [f"{c.op}({c.params})" for c in found if c.status == "FAIL"]
-        assert rc == 0 and not failed, f"{op}: {failed[:5]}"
+    cases, failed_runs = backend_ops.run_polar_cases(library, bin_dir=bin_dir, echo=False)
+    failed = [f"{c.op}({c.text})" for c in cases if c.status == "FAIL"]
+    assert failed_runs == 0 and not failed, failed[:5]
     assert backend_ops.missing_kinds(cases) == []
+    assert sum(c.op == "FLASH_ATTN_EXT" and c.status == "OK" for c in cases) >= 300
 
 
 # One character each: the polar t4 decoder (the vec kernels' K and V reads) returns its fourth value twice; the vec

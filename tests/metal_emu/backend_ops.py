@@ -8,8 +8,14 @@ write and copies of every polar type; flash attention for decode (nb=1, the vec 
 through the f16 conversion) at head sizes 64, 128 and 256; polar K with a polar, f16 or q8_0 V and the other way
 round; the exact-rows cases. A FAIL anywhere fails it.
 
-  python tests/metal_emu/backend_ops.py            # every polar case (make test-metal-emu)
-  python tests/metal_emu/backend_ops.py --quick    # a subset that still covers each kind (make test)
+test-backend-ops has about 6100 polar flash-attention cases, every combination of its parameters; on the emulator
+they take hours. The default run takes every SET_ROWS and CPY case and a covering selection of the flash-attention
+ones: for each K/V pair, every head size with every batch size, and every value of every other parameter (kv
+length, masks, sinks, ALiBi, softcap, precision, permutations, broadcasts, views, exact rows) at least once in
+decode and once in a batch, the cheapest case first.
+
+  python tests/metal_emu/backend_ops.py          # every SET_ROWS/CPY case, the covering FA cases (make test-metal-emu)
+  python tests/metal_emu/backend_ops.py --all    # every polar case (hours on two cores)
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,30 +39,28 @@ POLAR_TYPES = ("pq27", "pq32", "pq37", "pq38p", "pq42", "pq46", "pqk1")
 HEAD_SIZES = (64, 128, 256)
 
 # (op, params regex) pairs: test-backend-ops -o OP -p REGEX
-FULL = (
+EVERY = (
     ("SET_ROWS", "type_dst=pq"),
     ("CPY", "pq"),
     ("FLASH_ATTN_EXT", "type_[KV]=pq"),
 )
-# One mask/sinks/bias setting of the general cases per type and head size, decode and a batch; the exact-rows cases
-# at head size 64 for decode with every pair of types, and one batch (an exact-rows batch costs about 15 s here).
-QUICK = (
-    ("SET_ROWS", "type_dst=pq.*nr23=\\[2,3\\].*v=1"),
-    ("CPY", "pq.*permute_src=\\[0,2,1,3\\]"),
-    ("FLASH_ATTN_EXT", "hsk=(64|128|256),.*nr23=\\[1,1\\],kv=113,nb=(1|32),mask=1,sinks=1,max_bias=0.0+,"
-                       "logit_softcap=0.0+,prec=f32,type_K=pq[0-9a-z]+,.*permute=\\[0,1,2,3\\]"),
-    ("FLASH_ATTN_EXT", "hs=64,.*(nb=1,type_K=(pq|f16|q8_0)[0-9a-z_]*,type_V=(pq|f16|q8_0)[0-9a-z_]*|"
-                       "nb=75,type_K=pq46,type_V=pq46),.*v_rows=1"),
-)
-
-CASE = re.compile(r"^(?:\[\w+\] .*?   )?\s*(\w+)\((.*)\): (?:\x1b\[[0-9;]*m)?(OK|FAIL|not supported)")
+CASE = re.compile(r"^(?:\[\w+\] .*?   )?\s*(\w+)\((.*)\): (?:\x1b\[[0-9;]*m)?(OK|FAIL|not supported|SUPPORTED|NOT SUPPORTED)")
 
 
 @dataclass
 class Case:
     op: str
     params: dict[str, str]
-    status: str  # OK, FAIL, not supported
+    status: str  # OK, FAIL, not supported; SUPPORTED or NOT SUPPORTED in test-backend-ops' support mode
+    text: str = ""  # the parameters as test-backend-ops prints them
+
+
+def parse_case(line: str) -> Case | None:
+    m = CASE.match(line.rstrip("\n"))
+    if m is None:
+        return None
+    params = dict(kv.split("=", 1) for kv in re.split(r",(?![^\[]*\])", m.group(2)) if "=" in kv)
+    return Case(m.group(1), params, m.group(3), m.group(2))
 
 
 def find_clang() -> str:
@@ -85,21 +90,99 @@ def build(build_dir: Path = EMU_BUILD, kernels: str = ".*", metal_dir: Path | No
     return build_dir / LIBRARY
 
 
-def run_cases(library: Path, op: str, pattern: str, echo: bool = True, bin_dir: Path = BIN) -> tuple[list[Case], int]:
-    """test-backend-ops on the emulated device for op's cases whose parameters match pattern (its own fa_vec
-    slice, which ignores the pattern, is left out)."""
-    env = dict(os.environ, GGML_BACKEND_PATH=str(library), LLAMA_TEST_FA_VEC_DISABLE="1")
+def backend_ops_env(library: Path) -> dict[str, str]:
+    # test-backend-ops runs its own fa_vec slice after FLASH_ATTN_EXT whatever -p says: left out
+    return dict(os.environ, GGML_BACKEND_PATH=str(library), LLAMA_TEST_FA_VEC_DISABLE="1")
+
+
+def run_cases(library: Path, op: str, pattern: str, echo: bool = True, bin_dir: Path = BIN,
+              printed: list[str] | None = None) -> tuple[list[Case], int]:
+    """test-backend-ops on the emulated device for op's cases whose parameters match pattern; the lines worth
+    printing (all but the unsupported cases) are echoed, or appended to printed."""
     cmd = [str(bin_dir / "test-backend-ops"), "-b", "MTL0", "-o", op, "-p", pattern]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=backend_ops_env(library))
     cases = []
     for line in proc.stdout:
-        m = CASE.match(line.rstrip("\n"))
-        if m:
-            params = dict(kv.split("=", 1) for kv in re.split(r",(?![^\[]*\])", m.group(2)) if "=" in kv)
-            cases.append(Case(m.group(1), params, m.group(3)))
-        if echo and (m is None or m.group(3) != "not supported"):
-            print(line, end="", flush=True)
+        case = parse_case(line)
+        if case:
+            cases.append(case)
+        if case is None or case.status != "not supported":
+            if echo:
+                print(line, end="", flush=True)
+            if printed is not None:
+                printed.append(line)
     return cases, proc.wait()
+
+
+def supported_cases(library: Path, op: str, pattern: str, bin_dir: Path = BIN) -> list[Case]:
+    """op's cases matching pattern that the emulated device supports (test-backend-ops' support mode runs none)."""
+    cmd = [str(bin_dir / "test-backend-ops"), "support", "-b", "MTL0", "-o", op, "-p", pattern]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=backend_ops_env(library)).stdout
+    return [c for c in map(parse_case, out.splitlines()) if c and c.status == "SUPPORTED"]
+
+
+def fa_cost(case: Case) -> float:
+    """Rough cost of a flash-attention case on the emulator: a batch (nb > 1) converts K and V to f16 and runs
+    upstream's f16 kernel, whose simdgroup matrices every lane computes; a decode case is far cheaper."""
+    p = case.params
+    kv, nb, hs = int(p["kv"]), int(p["nb"]), int(p.get("hsk") or p["hs"])
+    return kv * hs * (nb if nb > 1 else 0.05) * (4 if "n_slots" in p else 1)
+
+
+def covering(cases: list[Case]) -> list[Case]:
+    """Flash-attention cases, cheapest first, each taken if it covers something not yet covered: for its K/V pair
+    (general and exact-rows cases apart), its head size with its batch size, and each of its other parameters'
+    values in its route (decode or batch)."""
+    def covers(c: Case) -> set[tuple]:
+        p = c.params
+        pair = (p["type_K"], p["type_V"], "n_slots" in p)
+        route = "decode" if p["nb"] == "1" else "batch"
+        keys = {(pair, "head size and batch", p.get("hsk") or p["hs"], p["nb"])}
+        return keys | {(pair, route, k, v) for k, v in p.items() if k not in ("type_K", "type_V", "nb")}
+
+    chosen, covered = [], set()
+    for case in sorted(cases, key=fa_cost):
+        new = covers(case) - covered
+        if new:
+            chosen.append(case)
+            covered |= new
+    return chosen
+
+
+def exactly(cases: list[Case]) -> str:
+    """A test-backend-ops -p pattern (ECMAScript) that matches these cases' parameters and no others."""
+    def escape(text: str) -> str:
+        return re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", text)
+    return "^(" + "|".join(escape(c.text) for c in cases) + ")$"
+
+
+def run_polar_cases(library: Path, select=covering, bin_dir: Path = BIN, echo: bool = True,
+                    chunk: int = 48) -> tuple[list[Case], int]:
+    """Every polar SET_ROWS and CPY case, and select(the supported polar flash-attention cases), in test-backend-ops
+    runs of at most chunk cases each, as many at once as there are cores; returns the cases and the number of runs
+    that failed."""
+    cases, failed_runs = [], 0
+    for op, pattern in EVERY[:2]:
+        found, rc = run_cases(library, op, pattern, echo, bin_dir)
+        cases += found
+        failed_runs += rc != 0
+    chosen = select(supported_cases(library, *EVERY[2], bin_dir=bin_dir))
+    chosen.sort(key=lambda c: (c.params["type_K"], c.params["type_V"]))
+    chunks = [chosen[i:i + chunk] for i in range(0, len(chosen), chunk)]
+
+    def run_chunk(group: list[Case]) -> tuple[list[Case], int, list[str]]:
+        printed: list[str] = []
+        found, rc = run_cases(library, "FLASH_ATTN_EXT", exactly(group), False, bin_dir, printed)
+        return found, rc != 0 or {c.text for c in found} != {c.text for c in group}, printed
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for found, failed, printed in pool.map(run_chunk, chunks):
+            if echo:
+                print("".join(printed), end="", flush=True)
+            cases += found
+            failed_runs += failed
+    return cases, failed_runs
 
 
 def missing_kinds(cases: list[Case]) -> list[str]:
@@ -125,14 +208,10 @@ def missing_kinds(cases: list[Case]) -> list[str]:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="the subset make test runs")
+    ap.add_argument("--all", action="store_true", help="every polar flash-attention case (hours on two cores)")
     args = ap.parse_args(argv[1:])
     library = build()
-    cases, failed_runs = [], 0
-    for op, pattern in QUICK if args.quick else FULL:
-        found, rc = run_cases(library, op, pattern)
-        cases += found
-        failed_runs += rc != 0
+    cases, failed_runs = run_polar_cases(library, select=list if args.all else covering)
     fails = [c for c in cases if c.status == "FAIL"]
     missing = missing_kinds(cases)
     counts = {s: sum(c.status == s for c in cases) for s in ("OK", "FAIL", "not supported")}
