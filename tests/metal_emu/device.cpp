@@ -10,7 +10,8 @@
 //   order of GGML_METAL_EMU_ORDERS (default: in_order,reversed,shuffled), and requires the same bytes in every bound
 //   buffer after each: a missing barrier or a race shows as an error;
 // - ggml_metal_device_supports_op is upstream's own, compiled from the patched .m (supports_op.inc, cut out by
-//   CMakeLists.txt), so the emulator answers what a Mac would.
+//   CMakeLists.txt), so the emulator answers what a Mac would, within the ops its kernel library runs (the rest go
+//   to the CPU).
 #include "emu_device.h"
 #include "kernel_registry.h"
 
@@ -495,19 +496,52 @@ static std::vector<const emu_region *> bound_regions(const ggml_metal_encoder * 
     return out;
 }
 
-static std::vector<std::vector<uint8_t>> snapshot(const std::vector<const emu_region *> & regions) {
-    std::vector<std::vector<uint8_t>> out;
-    for (const emu_region * r : regions) {
-        out.emplace_back(r->data, r->data + r->size);
-    }
-    return out;
-}
+// A bound buffer across the runs of one dispatch: its bytes before, the pages the first order's run changed and what
+// it left there. Later orders restore only those pages and are compared page by page; the records are reused from
+// dispatch to dispatch, so a large buffer (a model's KV cache) costs a copy and a comparison per run, no allocation.
+struct region_record {
+    static constexpr size_t PAGE = 4096;
+    std::vector<uint8_t> before;
+    std::vector<size_t>  changed; // offsets of the pages the first order changed
+    std::vector<uint8_t> first;   // their bytes after it, page after page
 
-static void restore(const std::vector<const emu_region *> & regions, const std::vector<std::vector<uint8_t>> & bytes) {
-    for (size_t i = 0; i < regions.size(); ++i) {
-        memcpy(regions[i]->data, bytes[i].data(), bytes[i].size());
+    void take_before(const emu_region * r) {
+        before.assign(r->data, r->data + r->size);
+        changed.clear();
+        first.clear();
     }
-}
+    void take_first(const emu_region * r) {
+        for (size_t at = 0; at < r->size; at += PAGE) {
+            const size_t n = std::min(PAGE, r->size - at);
+            if (memcmp(r->data + at, before.data() + at, n) != 0) {
+                changed.push_back(at);
+                first.insert(first.end(), r->data + at, r->data + at + n);
+            }
+        }
+    }
+    void restore(const emu_region * r) const {
+        for (size_t at : changed) {
+            memcpy(r->data + at, before.data() + at, std::min(PAGE, r->size - at));
+        }
+    }
+    // the first byte at which the region differs from what the first order left, or SIZE_MAX
+    size_t first_difference(const emu_region * r) const {
+        size_t page = 0, offset = 0;
+        for (size_t at = 0; at < r->size; at += PAGE) {
+            const size_t    n    = std::min(PAGE, r->size - at);
+            const uint8_t * want = before.data() + at;
+            if (page < changed.size() && changed[page] == at) {
+                want = first.data() + offset;
+                offset += n;
+                ++page;
+            }
+            if (memcmp(r->data + at, want, n) != 0) {
+                return at + (std::mismatch(r->data + at, r->data + at + n, want).first - (r->data + at));
+            }
+        }
+        return SIZE_MAX;
+    }
+};
 
 // Where byte `at` of a region is for the kernel: the buffer index bound nearest below it, and the offset from there.
 static std::string binding_of(const ggml_metal_encoder * enc, const emu_region * region, size_t at) {
@@ -563,24 +597,24 @@ static void dispatch(ggml_metal_encoder_t enc, simt::dim3 groups, simt::dim3 thr
         emu::set_function_constant(c.first, c.second.data(), c.second.size());
     }
     const std::vector<const emu_region *> regions = bound_regions(enc);
-    const std::vector<std::vector<uint8_t>> before = enc->orders.size() > 1 ? snapshot(regions) : std::vector<std::vector<uint8_t>>();
-    std::vector<std::vector<uint8_t>> first;
+    static thread_local std::vector<region_record> records;
+    records.resize(std::max(records.size(), regions.size()));
     for (size_t i = 0; i < enc->orders.size(); ++i) {
-        if (i > 0) {
-            restore(regions, before);
+        for (size_t r = 0; r < regions.size() && enc->orders.size() > 1; ++r) {
+            if (i == 0) {
+                records[r].take_before(regions[r]);
+            } else {
+                records[r].restore(regions[r]);
+            }
         }
         run_once(enc, groups, threads, enc->orders[i]);
-        if (enc->orders.size() == 1) {
-            break;
-        }
-        std::vector<std::vector<uint8_t>> after = snapshot(regions);
-        if (i == 0) {
-            first = std::move(after);
-            continue;
-        }
-        for (size_t r = 0; r < regions.size(); ++r) {
-            if (after[r] != first[r]) {
-                const size_t at = std::mismatch(after[r].begin(), after[r].end(), first[r].begin()).first - after[r].begin();
+        for (size_t r = 0; r < regions.size() && enc->orders.size() > 1; ++r) {
+            if (i == 0) {
+                records[r].take_first(regions[r]);
+                continue;
+            }
+            const size_t at = records[r].first_difference(regions[r]);
+            if (at != SIZE_MAX) {
                 return fail(enc, p->name + ": threads in " + order_name(enc->orders[i]) + " order wrote other bytes than " +
                                  order_name(enc->orders[0]) + " (a race or a missing barrier), first " +
                                  binding_of(enc, regions[r], at));
@@ -731,4 +765,40 @@ struct ggml_metal_fusion_info * ggml_metal_device_get_fusion_info(ggml_metal_dev
 }
 
 // upstream's ggml_metal_device_supports_op and the helpers before it, as the patched .m has them
+#define ggml_metal_device_supports_op ggml_metal_device_supports_op_upstream
 #include "supports_op.inc"
+#undef ggml_metal_device_supports_op
+
+// The ops the emulator's kernel library runs: the polar kernels, upstream's flash attention (fa_aux, fa_f16 and
+// fa_vec_f16 at head sizes 64, 128 and 256), upstream's f32/f16 copies and the ops that run no kernel. A model's other ops, which a Mac runs
+// from kernel files the emulator does not compile, are declined, so the scheduler gives them to the CPU as it does
+// any op a GPU backend declines; test-backend-ops' polar cases are all within these.
+static bool emu_library_runs(const struct ggml_tensor * op) {
+    switch (op->op) {
+        case GGML_OP_NONE:
+        case GGML_OP_RESHAPE:
+        case GGML_OP_VIEW:
+        case GGML_OP_PERMUTE:
+        case GGML_OP_TRANSPOSE:
+            return true;
+        case GGML_OP_SET_ROWS: // named as ggml_metal_library_get_pipeline_set_rows and _cpy name them
+            return emu::find_kernel((std::string("kernel_set_rows_") + ggml_type_name(op->src[0]->type) + "_" +
+                                     ggml_type_name(op->src[1]->type) + "_" + ggml_type_name(op->type)).c_str());
+        case GGML_OP_CPY:
+            return emu::find_kernel((std::string("kernel_cpy_") + ggml_type_name(op->src[0]->type) + "_" +
+                                     ggml_type_name(op->type)).c_str());
+        case GGML_OP_FLASH_ATTN_EXT: {
+            const int64_t    dk = op->src[1]->ne[0];
+            const ggml_type  k  = op->src[1]->type;
+            const ggml_type  v  = op->src[2]->type;
+            const bool head_size = dk == op->src[2]->ne[0] && (dk == 64 || dk == 128 || dk == 256);
+            return head_size && (ggml_is_polar(k) || ggml_is_polar(v) || (k == GGML_TYPE_F16 && v == GGML_TYPE_F16));
+        }
+        default:
+            return false;
+    }
+}
+
+bool ggml_metal_device_supports_op(ggml_metal_device_t dev, const struct ggml_tensor * op) {
+    return ggml_metal_device_supports_op_upstream(dev, op) && emu_library_runs(op);
+}
