@@ -78,7 +78,8 @@ metal-check: venv native
 
 # LLAMA_POLAR_REQUIRE_ALL=1: a test whose build, model or text is missing fails instead of skipping.
 # ggml's Metal backend on the emulated device (issue 18): build-metal-emu/, then upstream's test-backend-ops against
-# the CPU for every polar case of SET_ROWS, CPY and FLASH_ATTN_EXT (make test runs a subset); needs clang >= 16
+# the CPU for every polar case of SET_ROWS and CPY and a covering selection of FLASH_ATTN_EXT (make test runs the
+# same; tests/metal_emu/backend_ops.py --all runs every case, hours); needs clang >= 16
 test-metal-emu: venv llama
 	$(PY) tests/metal_emu/backend_ops.py
 
