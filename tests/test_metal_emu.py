@@ -9,8 +9,8 @@
   (tests/metal_emu/polar_kernels_test.cpp);
 * ggml's Metal backend itself on the emulated device (tests/metal_emu/device.cpp, context.cpp): upstream's
   test-backend-ops against the CPU for every polar SET_ROWS and CPY case and a covering selection of the
-  flash-attention ones (make test-metal-emu's run; backend_ops.py --all runs every case), and three one-character breaks, in a polar Metal decoder, in a dispatch
-  size and in a threadgroup memory size, that each make cases FAIL.
+  flash-attention ones (make test-metal-emu's run; backend_ops.py --all runs every case), and three one-character
+  breaks, in a polar Metal decoder, in a dispatch size and in a threadgroup memory size, that each make cases FAIL.
 """
 from __future__ import annotations
 

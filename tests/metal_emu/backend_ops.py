@@ -38,12 +38,12 @@ LIBRARY = "libggml-metal-emu.so"
 POLAR_TYPES = ("pq27", "pq32", "pq37", "pq38p", "pq42", "pq46", "pqk1")
 HEAD_SIZES = (64, 128, 256)
 
-# (op, params regex) pairs: test-backend-ops -o OP -p REGEX
-EVERY = (
+# (op, params regex) pairs, test-backend-ops -o OP -p REGEX: the ops whose polar cases all run, and flash attention's
+ALL_CASES = (
     ("SET_ROWS", "type_dst=pq"),
     ("CPY", "pq"),
-    ("FLASH_ATTN_EXT", "type_[KV]=pq"),
 )
+FLASH_ATTN = ("FLASH_ATTN_EXT", "type_[KV]=pq")
 CASE = re.compile(r"^(?:\[\w+\] .*?   )?\s*(\w+)\((.*)\): (?:\x1b\[[0-9;]*m)?(OK|FAIL|not supported|SUPPORTED|NOT SUPPORTED)")
 
 
@@ -163,17 +163,17 @@ def run_polar_cases(library: Path, select=covering, bin_dir: Path = BIN, echo: b
     runs of at most chunk cases each, as many at once as there are cores; returns the cases and the number of runs
     that failed."""
     cases, failed_runs = [], 0
-    for op, pattern in EVERY[:2]:
+    for op, pattern in ALL_CASES:
         found, rc = run_cases(library, op, pattern, echo, bin_dir)
         cases += found
         failed_runs += rc != 0
-    chosen = select(supported_cases(library, *EVERY[2], bin_dir=bin_dir))
+    chosen = select(supported_cases(library, *FLASH_ATTN, bin_dir=bin_dir))
     chosen.sort(key=lambda c: (c.params["type_K"], c.params["type_V"]))
     chunks = [chosen[i:i + chunk] for i in range(0, len(chosen), chunk)]
 
-    def run_chunk(group: list[Case]) -> tuple[list[Case], int, list[str]]:
+    def run_chunk(group: list[Case]) -> tuple[list[Case], bool, list[str]]:
         printed: list[str] = []
-        found, rc = run_cases(library, "FLASH_ATTN_EXT", exactly(group), False, bin_dir, printed)
+        found, rc = run_cases(library, FLASH_ATTN[0], exactly(group), False, bin_dir, printed)
         return found, rc != 0 or {c.text for c in found} != {c.text for c in group}, printed
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
