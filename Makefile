@@ -14,7 +14,7 @@ PY        := $(VENV)/bin/python
 BOOTSTRAP := PYTHONPATH=python $(PYTHON)
 BUILD     := build
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
-LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-completion llama-quantize test-quantize-fns test-backend-ops ggml-rpc-server
+LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-completion llama-quantize test-quantize-fns test-backend-ops ggml-rpc-server polar-fa-routes polar-perturb-kld
 
 .PHONY: all venv source native llama model text patches-edit patches-export patches-check codebooks check-codebooks metal-check test-metal-emu test test-quick demo report clean
 

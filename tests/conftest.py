@@ -128,7 +128,7 @@ def native_lib():
 
 POLAR_TYPES = TYPE_NAMES
 TOOLS = ("llama-cli", "llama-completion", "llama-perplexity", "llama-bench", "llama-server", "test-quantize-fns",
-         "test-backend-ops")
+         "test-backend-ops", "polar-fa-routes", "polar-perturb-kld")
 REQUIRE_ALL = os.environ.get("LLAMA_POLAR_REQUIRE_ALL") == "1"
 NEEDS_LLAMA = {"bin_dir", "model_path", "text_path", "llama_tree"}
 # test modules that read paths.LLAMA_TREE directly instead of through the llama_tree fixture
