@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_tool
+from llama_polar import perplexity
 from test_metal import CLANG_FLAGS, TREE, find_clang
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +103,28 @@ def test_metal_backend_on_the_emulated_device(bin_dir, llama_tree):
     assert failed_runs == 0 and not failed, failed[:5]
     assert backend_ops.missing_kinds(cases) == []
     assert sum(c.op == "FLASH_ATTN_EXT" and c.status == "OK" for c in cases) >= 300
+
+
+# SmolLM2 with its KV cache and attention on the emulated device, the weights on the CPU (-ot): the mean KLD
+# against the CPU's run of the same cache. Not zero, since Metal rounds Q to half and a quantized cache turns any
+# rounding difference into other codes (docs/metal.md: 0.004 for f16, 0.04 for pq46 measured); garbage is nats.
+# 4 chunks of 64 tokens: llama-perplexity prints its statistics from 100 scored tokens on.
+@pytest.mark.parametrize("cache, bound", [("f16", 0.02), ("pq46", 0.15)])
+def test_a_model_on_the_emulated_device(bin_dir, llama_tree, model_path, text_path, tmp_path, cache, bound):
+    library = backend_ops.build(quiet=True, tree=llama_tree, bin_dir=bin_dir)
+    args = ["-m", model_path, "-f", text_path, "-c", 64, "-b", 64, "--chunks", 4, "-fa", "on", "-ctk", cache,
+            "-ctv", cache, "--kl-divergence-base", tmp_path / "cpu.kld"]
+    cpu = run_tool("llama-perplexity", *args, timeout=300)
+    assert cpu.returncode == 0, cpu.stderr[-2000:]
+    emu = run_tool("llama-perplexity", *args, "--kl-divergence", "-ngl", 99, "-ot", ".*=CPU", "-v", timeout=600,
+                   env={"GGML_BACKEND_PATH": str(library), "GGML_METAL_GRAPH_DEBUG": "1"})
+    log = emu.stdout + emu.stderr
+    assert emu.returncode == 0, log[-2000:]
+    assert re.search(r"MTL0 KV buffer size", log)
+    encoded = re.findall(r"ggml_metal_op_encode_impl: node\[ *\d+\] - (\w+)", log)
+    assert encoded.count("FLASH_ATTN_EXT") >= 30 and encoded.count("SET_ROWS") >= 60
+    result = perplexity.parse_divergence(log)
+    assert result.kld < bound and result.same_top > 60, result
 
 
 # One character each: the polar t4 decoder (the vec kernels' K and V reads) returns its fourth value twice; the vec
