@@ -10,7 +10,8 @@
 * ggml's Metal backend itself on the emulated device (tests/metal_emu/device.cpp, context.cpp): upstream's
   test-backend-ops against the CPU for every polar SET_ROWS and CPY case and a covering selection of the
   flash-attention ones (make test-metal-emu's run; backend_ops.py --all runs every case), and three one-character
-  breaks, in a polar Metal decoder, in a dispatch size and in a threadgroup memory size, that each make cases FAIL.
+  breaks, in a polar Metal decoder, in a dispatch size and in a threadgroup memory size, that each make cases FAIL;
+* a model (SmolLM2) with its KV cache and attention on the emulated device, within a KLD bound of the CPU.
 """
 from __future__ import annotations
 
