@@ -234,6 +234,16 @@ def test_centers_per_position_in_fewer_pairs_stay_exact(tiny_llama):
     assert all(rel_err(tiny_llama.forward(t, e), ref) < 1e-4 for e in exact)
 
 
+def test_centered_values_are_exact_and_change_what_is_quantized(tiny_llama):
+    t = tokens()
+    ref = tiny_llama.forward(t, sim.CacheSim("f32", "f32"))
+    exact = sim.CacheSim("f32", "f32", v_center=True)
+    assert rel_err(tiny_llama.forward(t, exact), ref) < 1e-5           # the softmax weights sum to 1
+    vc = sim.CacheSim.of("pq32+vcenter")
+    assert vc.v_center and vc.label == "pq32+vcenter"
+    assert rel_err(tiny_llama.forward(t, vc), tiny_llama.forward(t, sim.CacheSim.of("pq32"))) > 1e-4
+
+
 def test_sink_rows_over_the_whole_sequence_give_the_f16_cache(tiny_llama):
     t = tokens()
     cfg = sim.CacheSim("pq32", "pq27", sink_k=len(t), sink_v=len(t))

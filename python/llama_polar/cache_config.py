@@ -33,10 +33,11 @@ from .type_names import CACHE_TYPES, POLAR_TYPES, UNQUANTIZED, check_types
 
 BUILD_MODIFIERS = "plain, center, fixed, calib, sinkN, recentN, LA[-B]=K[/V]"
 # simulator-only experiments, interpreted by llama_polar.simulate: a window for the online center, a fixed center
-# kept in the slow RoPE pairs only, centers per position kept in the N slowest pairs, no rotation, Q not rounded
+# kept in the slow RoPE pairs only, centers per position kept in the N slowest pairs, no rotation, Q not rounded,
+# values stored minus their online mean
 SIMULATOR_MODIFIERS = {r"online(\d+)(?:from(\d+))?": "onlineN[fromM]", r"band([\d.]+)": "bandX",
                        r"pairs(\d+)": "pairsN",
-                       "norot": "norot", "noqround": "noqround"}
+                       "norot": "norot", "noqround": "noqround", "vcenter": "vcenter"}
 LAYER_MODIFIER = r"L(\d+)(?:-(\d+))?=([^/]+)(?:/(.+))?"     # LA[-B]=K[/V]: layers, K type, V type
 ONLINE_KEYS = 64            # the build's online center: the mean of this many keys after the sink rows
 

@@ -139,6 +139,8 @@ class CacheSim:
     sink_k, sink_v: the first n tokens' K (V) kept in f16 beside the quantized cache.
     rotate: llama.cpp's attn_rot for quantized types (False: as with LLAMA_ATTN_ROT_DISABLE=1).
     round_q: Q converted to the K type's vec_dot type (q8_0 for upstream quantized K), as the CPU FA kernel does.
+    v_center: values stored minus the online mean of the sequence's values (the keys' rows, after the sinks) and the
+        mean added back to the output (exact: the softmax weights sum to 1; an experiment, "+vcenter").
     layers: types of some layers (cache_config.LayerTypes), as LLAMA_KV_LAYER_TYPES sets them.
     config: the configuration it simulates (its string is the label, its bits the bits), if made from one.
     """
@@ -154,6 +156,7 @@ class CacheSim:
     sink_v: int = 0
     rotate: bool = True
     round_q: bool = True
+    v_center: bool = False
     layers: tuple[LayerTypes, ...] = ()
     config: CacheConfig | None = field(default=None, compare=False)
 
@@ -188,6 +191,8 @@ class CacheSim:
                 if not kw.get("center_per_position"):
                     raise ValueError(f"{config.spec}: {m} limits centers per position to slow RoPE pairs")
                 kw["center_pairs"] = int(g[1])
+            elif m == "vcenter":
+                kw.update(v_center=True, online_from=sink, online_keys=sink + ONLINE_KEYS)
             else:
                 kw[{"norot": "rotate", "noqround": "round_q"}[m]] = False
         return cls(**kw)
@@ -425,7 +430,11 @@ class Model:
             k = center_keys(k, cache, center if center is None or not rot_k else rotate(center.astype(F32), rot_k),
                             band)
             kc = cached_rows(k, cache.type_k, cache.sink_k)
-        vc = cached_rows(v, cache.type_v, cache.sink_v)
+        if cache.v_center:
+            cv = online_center(v[cache.online_from:], cache.online_keys - cache.online_from)
+            vc = cached_rows(v - cv, cache.type_v, cache.sink_v) + cv
+        else:
+            vc = cached_rows(v, cache.type_v, cache.sink_v)
         if cache.round_q:
             q = fake_quant(q, q_dot_type(cache.type_k))
         out = attend(q, kc, vc, self.hp.attn_scale, self.hp.window[il])
