@@ -4,6 +4,7 @@ docs/measurements.md's long-context tables):
 
     scripts/kld_runs.py --ctx 8192 --chunks 2 q4_0 pq46/pq37 pq42/pq32+recent64
     scripts/kld_runs.py --model .cache/models/gemma-3-270m-q4_k_m.gguf --ctx 8192 --chunks 1 pq46+plain pq46
+    scripts/kld_runs.py --ctx 8192 --chunks 1 --ubatch 1 q4_0 pq42/pq32 pq42/pq32+recent64    # as decode reads
 
 The f16 base logits are written once per model, context and chunk count (--base-dir) and reused; each configuration
 is a cache_config string, run with its environment. One line per configuration: mean KLD, 99.9th percentile, PPL,
@@ -28,22 +29,29 @@ def main(argv=None) -> int:
     ap.add_argument("--ctx", type=int, default=8192)
     ap.add_argument("--chunks", type=int, default=2)
     ap.add_argument("--base-dir", type=Path, default=Path(".cache/kld-base"), help="where the f16 logits are kept")
+    ap.add_argument("--ubatch", type=int, default=None,
+                    help="llama-perplexity's -ub for every run, base included (1: token by token, as generation "
+                         "reads the cache; default: llama-perplexity's)")
     args = ap.parse_args(argv)
 
     configs = [cache_config.parse(c) for c in args.configs]       # bad strings fail before any run
     model, text = models.resolve(args.model), texts.resolve(args.text)
     args.base_dir.mkdir(parents=True, exist_ok=True)
-    base = args.base_dir / f"{model.stem}-{text.stem}-{args.ctx}x{args.chunks}.kld"
+    if args.ubatch is not None and args.ubatch < 1:
+        ap.error(f"--ubatch must be at least 1, not {args.ubatch}")
+    extra = ("-ub", args.ubatch) if args.ubatch else ()
+    ub = f"-ub{args.ubatch}" if args.ubatch else ""
+    base = args.base_dir / f"{model.stem}-{text.stem}-{args.ctx}x{args.chunks}{ub}.kld"
     if not base.exists():
         t0 = time.monotonic()
-        run = perplexity.base_run(model, text, args.chunks, base, ctx=args.ctx)
+        run = perplexity.base_run(model, text, args.chunks, base, ctx=args.ctx, args=extra)
         print(f"f16 base: PPL {run.ppl:.3f}, KV {run.kv_mib:.2f} MiB ({time.monotonic() - t0:.0f} s)", flush=True)
     q4_0 = None
     n_layer = polar_llama.model_metadata(str(model))["n_layer"]
     for cfg in configs:
         t0 = time.monotonic()
         r = perplexity.kl_divergence(model, text, args.chunks, base, cfg.type_k, cfg.type_v, env=cfg.env(),
-                                     ctx=args.ctx)
+                                     ctx=args.ctx, args=extra)
         q4_0 = r.kld if cfg.spec == "q4_0" else q4_0
         ratio = f", {r.kld / q4_0:.2f}x q4_0" if q4_0 else ""
         print(f"{cfg.spec}: KLD {r.kld:.5f} (99.9% {r.kld_p999:.3f}){ratio}, PPL {r.ppl:.3f}, same top "

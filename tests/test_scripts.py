@@ -152,6 +152,17 @@ def test_the_readme_blocks_are_replaced_whole():
         report.sync_readme(text, {"speed": "x"})
 
 
+def test_kld_runs_with_a_ubatch_keeps_its_own_base(bin_dir, model_path, text_path, tmp_path):
+    run = [sys.executable, str(ROOT / "scripts" / "kld_runs.py"), "--ctx", "256", "--chunks", "1", "--base-dir",
+           str(tmp_path)]
+    refused = subprocess.run([*run, "--ubatch", "0", "q4_0"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--ubatch must be at least 1" in refused.stderr
+    result = subprocess.run([*run, "--ubatch", "32", "pq46"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [p.name for p in tmp_path.iterdir()] == [f"{model_path.stem}-{text_path.stem}-256x1-ub32.kld"]
+    assert re.match(r"pq46: KLD 0\.\d+ ", result.stdout.splitlines()[1]), result.stdout
+
+
 def test_kld_runs_prints_a_line_per_configuration_with_its_ratio_to_q4_0(bin_dir, model_path, text_path, tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "kld_runs.py"), "--ctx", "512", "--chunks", "1",
                              "--base-dir", str(tmp_path), "q4_0", "pq46/pq37+recent16"],

@@ -83,10 +83,10 @@ def parse_divergence(log: str) -> Divergence:
 
 
 def base_run(model, text, chunks: int, base: Path | str, *, cache: str = "f16", threads: int = 2,
-             timeout: float | None = None, env: dict | None = None, ctx: int = 512) -> BaseRun:
+             timeout: float | None = None, env: dict | None = None, ctx: int = 512, args: tuple = ()) -> BaseRun:
     """Runs the f16 (or `cache`) cache over chunks of ctx tokens and writes its logits to `base`. env: extra
-    environment."""
-    log = _run(model, text, chunks, base, ["-ctk", cache, "-ctv", cache], threads, timeout, env, ctx)
+    environment; args: more llama-perplexity arguments (e.g. ("-ub", "1"))."""
+    log = _run(model, text, chunks, base, ["-ctk", cache, "-ctv", cache, *map(str, args)], threads, timeout, env, ctx)
     return BaseRun(ppl=_number(r"Final estimate: PPL =", log), kv_mib=kv_buffer_mib(log))
 
 
