@@ -29,13 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from llama_polar.type_names import POLAR_TYPES  # the generated list: a new type is a kind of case to cover
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 EMU_BUILD = ROOT / "build-metal-emu"
 TREE = ROOT / "build" / "src" / "llama.cpp"
 BIN = ROOT / "build" / "bin"
 LIBRARY = "libggml-metal-emu.so"
 
-POLAR_TYPES = ("pq27", "pq32", "pq37", "pq38p", "pq42", "pq46", "pqk1")
 HEAD_SIZES = (64, 128, 256)
 
 # (op, params regex) pairs, test-backend-ops -o OP -p REGEX: the ops whose polar cases all run, and flash attention's
