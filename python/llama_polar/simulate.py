@@ -139,7 +139,7 @@ class CacheSim:
     sink_k, sink_v: the first n tokens' K (V) kept in f16 beside the quantized cache.
     rotate: llama.cpp's attn_rot for quantized types (False: as with LLAMA_ATTN_ROT_DISABLE=1).
     round_q: Q converted to the K type's vec_dot type (q8_0 for upstream quantized K), as the CPU FA kernel does.
-    v_center: values stored minus the online mean of the sequence's values (the keys' rows, after the sinks) and the
+    v_center: values stored minus the mean of the sequence's first ONLINE_KEYS values after the V sink rows, and the
         mean added back to the output (exact: the softmax weights sum to 1; an experiment, "+vcenter").
     layers: types of some layers (cache_config.LayerTypes), as LLAMA_KV_LAYER_TYPES sets them.
     config: the configuration it simulates (its string is the label, its bits the bits), if made from one.
@@ -192,7 +192,7 @@ class CacheSim:
                     raise ValueError(f"{config.spec}: {m} limits centers per position to slow RoPE pairs")
                 kw["center_pairs"] = int(g[1])
             elif m == "vcenter":
-                kw.update(v_center=True, online_from=sink, online_keys=sink + ONLINE_KEYS)
+                kw["v_center"] = True
             else:
                 kw[{"norot": "rotate", "noqround": "round_q"}[m]] = False
         return cls(**kw)
@@ -431,7 +431,7 @@ class Model:
                             band)
             kc = cached_rows(k, cache.type_k, cache.sink_k)
         if cache.v_center:
-            cv = online_center(v[cache.online_from:], cache.online_keys - cache.online_from)
+            cv = online_center(v[cache.sink_v:], ONLINE_KEYS)
             vc = cached_rows(v - cv, cache.type_v, cache.sink_v) + cv
         else:
             vc = cached_rows(v, cache.type_v, cache.sink_v)
