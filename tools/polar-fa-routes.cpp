@@ -109,23 +109,60 @@ std::vector<double> reference(const ggml_tensor * node, ggml_tensor * const * sr
     return o;
 }
 
+// The NMSE of the batch route's outputs against the token-by-token ones, and of each against the float64 reference
+// when with_reference (the node has no exact rows, key offsets nor ALiBi).
+route_errors score(const ggml_tensor * node, ggml_tensor * const * src, const ggml_tensor * full,
+                   const std::vector<ggml_tensor *> & one, bool with_reference) {
+    const int64_t      NT = src[0]->ne[1], NH = src[0]->ne[2], DV = src[2]->ne[0];
+    std::vector<float> k, v;
+    if (with_reference) {
+        k = decoded(src[1]);
+        v = decoded(src[2]);
+    }
+    double bd = 0, br = 0, dr = 0, norm = 0, norm_ref = 0;
+    for (int64_t i = 0; i < NT; ++i) {
+        for (int64_t h = 0; h < NH; ++h) {
+            const float * ob = (const float *) ((const char *) full->data + h*full->nb[1] + i*full->nb[2]);
+            const float * od = (const float *) ((const char *) one[i]->data + h*one[i]->nb[1]);
+            const std::vector<double> ref = with_reference ? reference(node, src, k, v, i, h) : std::vector<double>();
+            for (int64_t c = 0; c < DV; ++c) {
+                bd   += (double) (ob[c] - od[c]) * (ob[c] - od[c]);
+                norm += (double) ob[c] * ob[c];
+                if (with_reference) {
+                    br       += (ob[c] - ref[c]) * (ob[c] - ref[c]);
+                    dr       += (od[c] - ref[c]) * (od[c] - ref[c]);
+                    norm_ref += ref[c] * ref[c];
+                }
+            }
+        }
+    }
+    route_errors e;
+    e.batch_vs_decode = bd / norm;
+    if (with_reference) {
+        e.batch_vs_ref  = br / norm_ref;
+        e.decode_vs_ref = dr / norm_ref;
+    }
+    return e;
+}
+
+// The node on copies of its inputs, once for the whole batch and once per token.
 route_errors replay(const ggml_tensor * node) {
     ggml_init_params ip  = { (size_t) 256 << 20, nullptr, false };
     ggml_context *   ctx = ggml_init(ip);
     ggml_tensor *    src[GGML_MAX_SRC] = {};
-    bool             extras = false;
+    bool             with_reference = true;
     for (int i = 0; i < GGML_MAX_SRC; ++i) {
         src[i] = node->src[i] ? copy_rows(ctx, node->src[i]) : nullptr;
-        extras |= i >= 4 && node->src[i];
+        with_reference &= i < 4 || !node->src[i];
     }
     float max_bias;
     memcpy(&max_bias, (const float *) node->op_params + 1, sizeof(float));
-    extras |= max_bias != 0.0f; // ALiBi: not in the reference
+    with_reference &= max_bias == 0.0f; // ALiBi: not in the reference
     ggml_tensor * q = src[0], * mask = src[3];
     if (mask && (mask->ne[2] != 1 || mask->ne[3] != 1)) {
         probe_fail("a mask with more than one head or stream is not replayed");
     }
-    const int64_t NT = q->ne[1], NH = q->ne[2], DV = src[2]->ne[0];
+    const int64_t NT = q->ne[1], NH = q->ne[2];
     ggml_cgraph * gf   = ggml_new_graph_custom(ctx, 16 + 4*NT, false);
     ggml_tensor * full = same_attention(ctx, node, src, q, mask);
     ggml_build_forward_expand(gf, full);
@@ -140,35 +177,8 @@ route_errors replay(const ggml_tensor * node) {
     if (ggml_graph_compute_with_ctx(ctx, gf, g_threads) != GGML_STATUS_SUCCESS) {
         probe_fail("the replay's graph failed");
     }
-    std::vector<float> k, v;
-    if (!extras) {
-        k = decoded(src[1]);
-        v = decoded(src[2]);
-    }
-    double bd = 0, br = 0, dr = 0, norm = 0, norm_ref = 0;
-    for (int64_t i = 0; i < NT; ++i) {
-        for (int64_t h = 0; h < NH; ++h) {
-            const float * ob = (const float *) ((const char *) full->data + h*full->nb[1] + i*full->nb[2]);
-            const float * od = (const float *) ((const char *) one[i]->data + h*one[i]->nb[1]);
-            const std::vector<double> ref = extras ? std::vector<double>() : reference(node, src, k, v, i, h);
-            for (int64_t c = 0; c < DV; ++c) {
-                bd   += (double) (ob[c] - od[c]) * (ob[c] - od[c]);
-                norm += (double) ob[c] * ob[c];
-                if (!extras) {
-                    br       += (ob[c] - ref[c]) * (ob[c] - ref[c]);
-                    dr       += (od[c] - ref[c]) * (od[c] - ref[c]);
-                    norm_ref += ref[c] * ref[c];
-                }
-            }
-        }
-    }
+    const route_errors e = score(node, src, full, one, with_reference);
     ggml_free(ctx);
-    route_errors e;
-    e.batch_vs_decode = bd / norm;
-    if (!extras) {
-        e.batch_vs_ref  = br / norm_ref;
-        e.decode_vs_ref = dr / norm_ref;
-    }
     return e;
 }
 
