@@ -128,6 +128,33 @@ def test_context_shift_keeps_centering_exact(f32_model, on):
     assert centered.stdout == plain.stdout
 
 
+def centers_taken(stderr: str) -> int:
+    """How many ubatches took new centers, as the debug log says."""
+    return stderr.count("key centers from this ubatch's keys")
+
+
+@pytest.mark.parametrize("mode,batches,taken", [
+    ("rope", (), 1),                      # the prompt's keys, in one ubatch
+    ("rope", ("-b", 1, "-ub", 1), 2),     # the BOS key alone, then the first key past the sink row
+    ("fixed", ("-b", 1, "-ub", 1), 1),    # fixed centers are taken once, from what the empty cache receives
+])
+def test_a_prompt_decoded_token_by_token_centers_past_the_sink_row(bin_dir, model_path, mode, batches, taken):
+    env = {"LLAMA_K_CENTER_MODE": mode, "LLAMA_KV_SINK_ROWS": "1"}
+    result = greedy_text(model_path, env, "-n", 3, "--no-warmup", "-ctk", "pq46", "-ctv", "pq46", *batches)
+    assert centers_taken(result.stderr) == taken, result.stderr[-2000:]
+
+
+def test_centers_that_move_re_center_the_exact_rows(f32_model, text_path, f32_base):
+    """Token by token (-ub 1) the centers move once the BOS key is stored: its exact row (stored minus R(0) times the
+    BOS key's center) is re-centered. With every row exact (a window over the whole context) the cache is an f16
+    cache only if it is; a row left as it was would be off by R(0)(c - c_bos)."""
+    run = lambda k, env: perplexity.kl_divergence(f32_model, text_path, CHUNKS, f32_base, k, timeout=1200,  # noqa: E731
+                                                  env=env, args=("-b", 1, "-ub", 1))
+    f16 = run("f16", OFF)
+    exact = run("pq46", {"LLAMA_KV_RECENT_ROWS": "511", "LLAMA_KV_SINK_ROWS": "1"})  # every row
+    assert abs(exact.kld) <= 2 * abs(f16.kld) + 1e-6 and exact.kld_p999 <= 2 * f16.kld_p999 + 1e-6, (f16, exact)
+
+
 @pytest.mark.parametrize("env,message", [
     ({"LLAMA_K_CENTER": "maybe"}, "LLAMA_K_CENTER must be auto, on or off, not 'maybe'"),
     ({"LLAMA_K_CENTER_MODE": "moving"}, "LLAMA_K_CENTER_MODE must be rope or fixed, not 'moving'"),
