@@ -70,8 +70,10 @@ def test_centering_lowers_the_kld_of_polar_and_q4_0_caches(model_path, text_path
            for name in ("pq46", "q4_0") for label, env in treatments}
     # measured on 4 chunks of tinyshakespeare: pq46 0.0436 -> 0.0296 online fixed -> 0.0280 calibrated; q4_0 0.0479
     # -> 0.0384 online fixed. 4 chunks of Paradise Lost: pq46 0.0549 -> 0.0325 fixed -> 0.0186 per position,
-    # q4_0 0.0602
-    assert kld["pq46", "fixed"] < 0.8 * kld["pq46", "off"], kld
+    # q4_0 0.0602 (AMD EPYC); on an Intel Xeon (AVX-512) 0.0546 -> 0.0487 fixed -> 0.0168 per position, and on the
+    # 2 chunks here 0.0612 -> 0.0694 fixed -> 0.0178: an online fixed center is not reliably better than none (the
+    # model's rounding differs by CPU), which is why centers are per position by default
+    assert kld["pq46", "on"] < 0.5 * kld["pq46", "off"], kld
     assert kld["pq46", "on"] < 0.8 * kld["pq46", "fixed"], kld
     assert kld["q4_0", "on"] < 0.95 * kld["q4_0", "off"], kld
     assert kld["pq46", "on"] < 0.5 * kld["q4_0", "off"], kld

@@ -33,14 +33,17 @@ def test_every_row_exact_makes_a_polar_cache_an_f16_cache(f32_model, text_path, 
 
 
 def test_one_sink_row_lowers_the_kld(model_path, text_path, tmp_path):
+    # 8 chunks: on 2 the mean KLD of one configuration moves by 10% with the CPU's rounding of the model (an Intel
+    # Xeon measured pq46/pq37 at 0.0409 with the sink row against 0.0372 without, where an AMD EPYC had 0.90x)
+    chunks = 8
     base = tmp_path / "f16.kld"
-    perplexity.base_logits(model_path, text_path, CHUNKS, base, timeout=900)
-    kld = {(k, v, label): perplexity.kl_divergence(model_path, text_path, CHUNKS, base, k, v, timeout=900, env=env).kld
+    perplexity.base_logits(model_path, text_path, chunks, base, timeout=900)
+    kld = {(k, v, label): perplexity.kl_divergence(model_path, text_path, chunks, base, k, v, timeout=900, env=env).kld
            for k, v in (("pq46", "pq46"), ("pq46", "pq37"), ("pq46", "f16"))
            for label, env in (("none", NO_SINK), ("default", None))}
-    # measured on these 2 chunks of Paradise Lost: 0.885x (pq46/pq46), 0.90x (pq46/pq37), 0.72x (pq46/f16); on
-    # tinyshakespeare the gain was larger (the simulator's 4 chunks: pq46 0.59x -> 0.43x q4_0's KLD). Without sink
-    # rows the ratio is 1.
+    # measured on these 8 chunks of Paradise Lost (Intel Xeon): 0.66x (pq46/pq46, 0.0270 -> 0.0178), 0.86x
+    # (pq46/pq37), 0.66x (pq46/f16); on tinyshakespeare the gain was larger (the simulator's 4 chunks: pq46 0.59x ->
+    # 0.43x q4_0's KLD). Without sink rows the ratio is 1.
     for k, v in (("pq46", "pq46"), ("pq46", "pq37"), ("pq46", "f16")):
         assert kld[k, v, "default"] < 0.95 * kld[k, v, "none"], kld
 
