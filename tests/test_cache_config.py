@@ -36,7 +36,7 @@ def test_modifiers_set_the_environment(spec, env, sink):
 
 def test_bits_count_v_rows_only_for_a_quantized_v():
     split = cache_config.parse("pq46/pq37")
-    assert split.bits(4096) == pytest.approx((4.625 + 3.75) / 2 + (2 * 16 + 32 + 2 * 16) / 8192)
+    assert split.bits(2048) == pytest.approx((4.625 + 3.75) / 2 + (2 * 16 + 32 + 2 * 16) / 4096)
     f16_v = cache_config.parse("pq46/f16")
     assert f16_v.bits(512) == pytest.approx((4.625 + 16) / 2 + (2 * 16 + 32) / 1024)
 
@@ -44,10 +44,25 @@ def test_bits_count_v_rows_only_for_a_quantized_v():
 def test_bits_count_the_recent_window_of_every_sequence():
     # per sequence: one sink row and 64 recent rows on each side, with the scratch row; K's f32 centers
     recent = cache_config.parse("pq46/pq37+recent64")
-    assert recent.exact_rows == (65, 65)
+    assert recent.exact_rows(512) == (65, 65)
     cells = 8192 * 2
     assert recent.bits(8192, n_seq=2) == pytest.approx((4.625 + 3.75) / 2 + (2 * 16 * (65 * 2 + 1) + 32) / (2 * cells))
-    assert cache_config.parse("pq46/f16+recent64").exact_rows == (65, 0)
+    assert cache_config.parse("pq46/f16+recent64").exact_rows(512) == (65, 0)
+
+
+@pytest.mark.parametrize("spec, ctx, recent", [
+    ("pq46/pq37", 8192, 64), ("pq46/pq37", 4096, 64), ("pq46/pq37", 4095, 0),   # 64 rows cost at most 0.25 bits
+    ("pq46+plain", 8192, 0), ("q4_0", 8192, 0), ("q4_0+center", 8192, 0),    # where the build keeps no sink row
+    ("pq46+recent0", 8192, 0), ("pq46+recent16", 8192, 16), ("q4_0+recent32", 512, 32),
+])
+def test_the_build_keeps_a_recent_window_by_default_for_long_polar_sequences(spec, ctx, recent):
+    assert cache_config.parse(spec).recent_rows(ctx) == recent
+
+
+def test_the_default_window_is_counted_and_recent0_turns_it_off():
+    default, off = cache_config.parse("pq42/pq32"), cache_config.parse("pq42/pq32+recent0")
+    assert off.env() == {"LLAMA_KV_RECENT_ROWS": "0"} and default.env() == {}
+    assert default.bits(8192) - off.bits(8192) == pytest.approx(2 * 16 * 64 / (2 * 8192))
 
 
 def test_bits_of_types_per_layer_are_the_mean_over_the_model_s_layers():
@@ -55,7 +70,8 @@ def test_bits_of_types_per_layer_are_the_mean_over_the_model_s_layers():
     assert cfg.layer_types(30)[:3] == [("pq46", "pq46"), ("pq46", "pq46"), ("pq42", "pq32")]
     k = (27 * 4.25 + 3 * 4.625) / 30
     v = (27 * 3.25 + 2 * 4.625 + 8.5) / 30
-    assert cfg.bits(8192, n_layer=30) == pytest.approx((k + v) / 2 + (2 * 16 * 2 + 32) / (2 * 8192))
+    # each side: a sink row, the default window's 64 rows and a scratch row in f16; K's f32 centers
+    assert cfg.bits(8192, n_layer=30) == pytest.approx((k + v) / 2 + (2 * 16 * 66 + 32) / (2 * 8192))
     with pytest.raises(ValueError, match="depend on the model's layer count"):
         cfg.bits(8192)
     with pytest.raises(ValueError, match="L29=pq46/q8_0 is past the model's layers 0-23"):

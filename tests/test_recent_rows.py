@@ -66,6 +66,23 @@ def test_context_shift_moves_the_window(f32_model):
     assert exact.stdout == f16.stdout
 
 
+@pytest.mark.parametrize("env,args,rows", [
+    ({}, ("-c", 4096, "-ctk", "pq46"), 64),
+    ({}, ("-c", 2048, "-ctk", "pq46"), 0),                           # 64 rows would cost 0.5 bits/value there
+    ({"LLAMA_KV_RECENT_ROWS": "0"}, ("-c", 4096, "-ctk", "pq46"), 0),
+    ({"LLAMA_K_CENTER": "off"}, ("-c", 4096, "-ctk", "pq46"), 0),    # no key treatment: the codec alone
+    ({}, ("-c", 4096, "-ctk", "q4_0"), 0),                           # upstream types as upstream stores them
+])
+def test_a_long_polar_context_keeps_64_recent_rows_by_default(model_path, env, args, rows):
+    result = greedy_text(model_path, env, "-n", 2, "-ctv", "pq46", *args)
+    logged = "exact recent rows: the last 64 positions of every sequence keep their K and V in f16" in result.stderr
+    assert logged == (rows > 0), result.stderr[-1500:]
+    if rows:     # in the KV buffer: K and V rows of 30 layers x 3 heads x 64 values in f16 (SmolLM2-135M)
+        off = greedy_text(model_path, {**env, "LLAMA_KV_RECENT_ROWS": "0"}, "-n", 2, "-ctv", "pq46", *args)
+        added = perplexity.kv_buffer_mib(result.stderr) - perplexity.kv_buffer_mib(off.stderr)
+        assert added == pytest.approx(2 * 30 * rows * 192 * 2 / 2**20, abs=0.02)
+
+
 @pytest.mark.parametrize("env,args,message", [
     ({"LLAMA_KV_RECENT_ROWS": "some"}, ("-ctk", "pq46"), "LLAMA_KV_RECENT_ROWS must be a whole number from 0 to the "
                                                          "context size, not 'some'"),

@@ -36,6 +36,29 @@ def test_ratios_are_to_q4_0_of_the_long_run_and_calibrated_needs_centers():
     assert recommend.choose(recommend.candidates(REPORT, calibrated=True), 5).spec == "pq46+calib"
 
 
+def test_a_decode_run_is_what_recommendations_and_the_readme_quote(tmp_path):
+    # decode (-ub 1) reads the cache as generation does: where a report has it, it is the measurement
+    report = json.loads(json.dumps(REPORT))
+    report["quality"]["decode"] = {"ctx": 8192, "chunks": 1, "ubatch": 1, "rows": [
+        row("f16", 16, 0), row("q4_0", 4.5, 0.06), row("pq42/pq37", 4.13, 0.012), row("pq37/pq32", 3.63, 0.02)]}
+    best = recommend.choose(recommend.candidates(report), 4.0)
+    assert best.spec == "pq37/pq32" and best.vs_q4_0 == pytest.approx(1 / 3)
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    lines = polar("--bits", "4.25", "--report", str(path)).stdout.splitlines()
+    assert lines[0].startswith("measured: m.gguf, t.txt, 1 chunk of 8192 tokens read token by token")
+    assert lines[-1] == "-ctk pq42 -ctv pq37 -fa on"
+    from llama_polar.report import readme_tables
+    report.update(speed=[{"type": "f16", "test": "tg64", "depth": 0, "tps": 1.0, "vs_f16": 1.0, "vs_q4_0": None}],
+                  types=["f16"], threads=2, reps=1)
+    for run in ("long", "decode"):
+        for r in report["quality"][run]["rows"]:
+            r.update(ppl=10.0, top=90.0)
+    decode, batched = readme_tables(report, "r.md")["quality"].split("The same text in batches (2 chunks of 8192")
+    assert "1 chunk of 8192 tokens read token by token" in decode and "| pq37/pq32 | 3.630 | 0.0200 | 0.33x |" in decode
+    assert "| pq46/pq37 | 4.190 | 0.0250 | 0.42x |" in batched and "pq37/pq32" not in batched
+
+
 def test_nothing_within_the_budget_is_a_clear_error():
     with pytest.raises(ValueError, match="no measured configuration fits 3 bits/value: the smallest is pq32 at 3.250"):
         recommend.choose(recommend.candidates(REPORT), 3)

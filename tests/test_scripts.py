@@ -84,7 +84,8 @@ def test_report_writes_tables_and_plots(bin_dir, model_path, tmp_path):
     out = tmp_path / "report"
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--ctx", "1024", "--chunks", "1",
                              "--short-chunks", "1", "--types", "f16,q4_0,pq46,pq37", "--configs",
-                             "q4_0+center+sink1,pq46/pq37+plain,pq46+L0-1=pq27+L5=pq37", "--depths", "0", "--reps", "1", "--out", str(out)],
+                             "q4_0+center+sink1,pq46/pq37+plain,pq46+L0-1=pq27+L5=pq37", "--decode", "pq46,pq46+recent16",
+                             "--depths", "0", "--reps", "1", "--out", str(out)],
                             capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     md = (out / "report.md").read_text()
@@ -111,6 +112,12 @@ def test_report_writes_tables_and_plots(bin_dir, model_path, tmp_path):
         cfg = cache_config.parse(r["type"])
         assert r["seqs"] == 2 and r["formula_bits"] == cfg.bits(1024, n_layer=30), r
         assert r["bits"] == pytest.approx(cfg.bits(1024, n_seq=2, n_layer=30), abs=0.005), r
+    # decode: one chunk at -ub 1, q4_0 beside what --decode names; 16 recent rows a side cost 0.25 bits at 1024 tokens
+    decode = report["quality"]["decode"]
+    assert decode["ubatch"] == 1 and decode["chunks"] == 1 and "## Quality in decode at 1024 tokens" in md
+    bits = {r["type"]: r["bits"] for r in decode["rows"]}
+    assert list(bits) == ["f16", "q4_0", "pq46", "pq46+recent16"]
+    assert bits["pq46+recent16"] - bits["pq46"] == pytest.approx(0.25, abs=0.005)
     # the report's text and plots again from its figures (llama-polar report --readme does this): the same text
     from llama_polar.report import render
     (out / "report.md").unlink()

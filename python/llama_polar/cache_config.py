@@ -6,8 +6,10 @@ read configurations through parse(), so one string means the same cache everywhe
 
     (none)   the build's default: a polar K cache is centered per position (the mean of the first 64 keys after
              the sink rows, taken before RoPE; a key at position p is stored minus R(p) c and attention adds q.R(p) c
-             back) and keeps one exact sink row per sequence; an upstream K type is stored as upstream stores it
-    plain    no key treatment at all (LLAMA_K_CENTER=off, LLAMA_KV_SINK_ROWS=0): the codec alone
+             back), keeps one exact sink row per sequence and, where a sequence has at least 4096 cells, its last 64
+             positions exact; an upstream K type is stored as upstream stores it
+    plain    no key treatment at all (LLAMA_K_CENTER=off, LLAMA_KV_SINK_ROWS=0, so no default window either): the
+             codec alone
     center   the first keys' mean as centers, for any K type (LLAMA_K_CENTER=on)
     fixed    one center in the cache's basis for every position, as before centers followed RoPE
              (LLAMA_K_CENTER_MODE=fixed)
@@ -15,7 +17,7 @@ read configurations through parse(), so one string means the same cache everywhe
              calibrated centers are fixed ones
     sinkN    N exact sink rows per sequence, for any quantized K type (LLAMA_KV_SINK_ROWS=N)
     recentN  an exact recent window: the last N positions of every sequence keep f16 rows, for any quantized K type
-             (LLAMA_KV_RECENT_ROWS=N)
+             (LLAMA_KV_RECENT_ROWS=N; recent0: none, where the build would keep 64)
     LA[-B]=K[/V]
              layers A..B of a polar cache take types of their own, any quantized ones (LLAMA_KV_LAYER_TYPES), e.g.
              "pq42/pq32+L0-1=pq46+L29=pq46/pq37": the layers whose keys and values cost most get more bits
@@ -40,6 +42,8 @@ SIMULATOR_MODIFIERS = {r"online(\d+)(?:from(\d+))?": "onlineN[fromM]", r"band([\
                        "norot": "norot", "noqround": "noqround", "vcenter": "vcenter"}
 LAYER_MODIFIER = r"L(\d+)(?:-(\d+))?=([^/]+)(?:/(.+))?"     # LA[-B]=K[/V]: layers, K type, V type
 ONLINE_KEYS = 64            # the build's online center: the mean of this many keys after the sink rows
+DEFAULT_RECENT = 64         # the build's recent window for a centered polar K cache ...
+DEFAULT_RECENT_CELLS = 4096  # ... whose sequences have at least this many cells each (it costs <= 0.25 bits/value)
 
 
 def type_bits(name: str) -> float:
@@ -75,7 +79,7 @@ class CacheConfig:
     center: str = "default"      # default | off | online | calib
     sink: int | None = None      # exact sink rows per sequence; None: the build's default
     fixed: bool = False          # LLAMA_K_CENTER_MODE=fixed: one center for every position
-    recent: int = 0              # exact recent rows per sequence (LLAMA_KV_RECENT_ROWS)
+    recent: int | None = None    # exact recent rows per sequence (LLAMA_KV_RECENT_ROWS); None: the build's default
     experiments: tuple[str, ...] = ()   # simulator-only modifiers, in the order given
     layers: tuple[LayerTypes, ...] = ()  # types of some layers (LLAMA_KV_LAYER_TYPES), in the order given
 
@@ -112,10 +116,19 @@ class CacheConfig:
         """Sink rows of V: V keeps its exact rows only where it is quantized."""
         return 0 if self.type_v in UNQUANTIZED else self.sink_rows
 
-    @property
-    def exact_rows(self) -> tuple[int, int]:
-        """Exact f16 rows per sequence of K and of V: the sink rows and the recent window (V's where V is quantized)."""
-        return self.sink_rows + self.recent, 0 if self.type_v in UNQUANTIZED else self.sink_rows + self.recent
+    def recent_rows(self, n_ctx: int) -> int:
+        """The recent window the build keeps for sequences of n_ctx cells: as set, else DEFAULT_RECENT for a polar K
+        cache that is centered (where it keeps sink rows by default) with at least DEFAULT_RECENT_CELLS cells."""
+        if self.recent is not None:
+            return self.recent
+        default = self.type_k in POLAR_TYPES and self.center != "off" and n_ctx >= DEFAULT_RECENT_CELLS
+        return DEFAULT_RECENT if default else 0
+
+    def exact_rows(self, n_ctx: int) -> tuple[int, int]:
+        """Exact f16 rows per sequence of n_ctx cells, of K and of V: the sink rows and the recent window (V's where V
+        is quantized)."""
+        n = self.sink_rows + self.recent_rows(n_ctx)
+        return n, 0 if self.type_v in UNQUANTIZED else n
 
     def env(self, centers: Path | str | None = None) -> dict[str, str]:
         """The environment of a tool run with this configuration (centers: the calibrated centers' file)."""
@@ -129,7 +142,7 @@ class CacheConfig:
             env["LLAMA_KV_SINK_ROWS"] = str(self.sink)
         if self.fixed and self.center != "calib":
             env["LLAMA_K_CENTER_MODE"] = "fixed"
-        if self.recent:
+        if self.recent is not None:
             env["LLAMA_KV_RECENT_ROWS"] = str(self.recent)
         if self.layers:
             env["LLAMA_KV_LAYER_TYPES"] = ",".join(lt.item for lt in self.layers)
@@ -153,7 +166,7 @@ class CacheConfig:
         types = self.layer_types(n_layer) if self.layers else [(self.type_k, self.type_v)]
         cells = n_ctx * n_seq
         exact = lambda n: 16.0 * (n * n_seq + 1) if n else 0.0  # noqa: E731
-        exact_k, exact_v = self.exact_rows
+        exact_k, exact_v = self.exact_rows(n_ctx)
         k = cells * sum(type_bits(tk) for tk, _ in types) / len(types) + exact(exact_k) + (32.0 if self.centered else 0.0)
         v = cells * sum(type_bits(tv) for _, tv in types) / len(types) + exact(exact_v)
         return (k + v) / (2 * cells)
@@ -195,7 +208,7 @@ def parse(spec: str, experiments: bool = False) -> CacheConfig:
     type_k, _, type_v = types.partition("/")
     type_v = type_v or type_k
     check_types(dict.fromkeys([type_k, type_v]), CACHE_TYPES, "cache type", where=spec)
-    center, sink, fixed, recent, extra, layers = "default", None, False, 0, [], []
+    center, sink, fixed, recent, extra, layers = "default", None, False, None, [], []
     for m in mods:
         if m == "fixed":
             fixed = True

@@ -1,8 +1,9 @@
 """What to run for a budget of bits per value: the measured configuration with the lowest mean KLD within it.
 
 The measurements are a report's (llama-polar report; the package carries the project's own, `report.json` beside this
-module, a copy `make report` keeps of docs/report/report.json): its long-context table, bits per value from the KV
-buffers llama.cpp allocated. A configuration string (llama_polar.cache_config) becomes what a shell runs: its
+module, a copy `make report` keeps of docs/report/report.json): its decode table (long context, token by token, as
+generation reads the cache), else its long-context batched one, bits per value from the KV buffers llama.cpp
+allocated. A configuration string (llama_polar.cache_config) becomes what a shell runs: its
 environment assignments, then llama.cpp's cache arguments.
 
     rows = recommend.candidates(json.loads(Path(recommend.PACKAGED).read_text()))
@@ -31,7 +32,7 @@ class Candidate:
 
 
 def measurement(report: dict) -> dict:
-    """The report's run the recommendations come from: the long-context one where there is one."""
+    """The report's run the recommendations come from (report.headline_run)."""
     return headline_run(report)[0]
 
 

@@ -5,7 +5,9 @@ Steps (a tqdm progress bar on stderr counts them):
      get it, and for every configuration (llama_polar.cache_config: K/V pairs and key treatments, such as upstream
      q4_0 with the polar types' centering and sink rows): mean KLD, its 99.9th percentile, PPL and same-top-token
      rate, at the long context users compress a cache for (chunks of 8192 tokens unless asked otherwise; bits per
-     value from the KV buffers llama.cpp allocated, every exact row and center counted), then at 512 tokens;
+     value from the KV buffers llama.cpp allocated, every exact row and center counted), then at 512 tokens, then
+     in decode: one chunk read token by token (-ub 1), as generation reads the cache (each token sees its recent
+     window exact, where a batch's earlier tokens see rows the batch quantized), for q4_0 and the decode list;
   2. speed: llama-bench for every type (and configuration) at each depth (bench_runs), ratios to f16 and q4_0 from
      the same run;
   3. memory: KV-cache size per type at context lengths up to the model's, from its GGUF metadata.
@@ -47,17 +49,19 @@ def machine() -> str:
 SHORT_CTX = 512  # the secondary table's context
 
 
-def measure_quality(model, text, chunks, ctx, types, progress, configs=(), centers=None) -> dict:
+def measure_quality(model, text, chunks, ctx, types, progress, configs=(), centers=None, ubatch=None) -> dict:
     """At `chunks` x `ctx` tokens: PPL, mean KLD, its 99.9th percentile and same-top-token % of each type against
     the f16 cache (f16 itself: KLD 0), then of each configuration (cache_config specs; centers: the calibrated
     centers' file, for the "calib" ones). bits: from the KV buffers, relative to f16's 16, of the run's `seqs`
-    sequences (perplexity.sequences); formula_bits: cache_config's count for one sequence, what a user gets."""
+    sequences (perplexity.sequences); formula_bits: cache_config's count for one sequence, what a user gets.
+    ubatch: llama-perplexity's -ub for every run, the base's included (1: decode; None: its default)."""
     rows = []
     n_layer = polar_llama.model_metadata(str(model))["n_layer"]      # the bits of types per layer
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "f16.kld"
         progress.set_description(f"quality at {ctx}: f16 logits")
-        f16 = base_run(model, text, chunks, base, ctx=ctx)
+        args = ("-ub", ubatch) if ubatch else ()
+        f16 = base_run(model, text, chunks, base, ctx=ctx, args=args)
         progress.update()
         rows.append({"type": "f16", "bits": 16.0, "formula_bits": 16.0, "ppl": f16.ppl, "kld": 0.0, "kld_p999": 0.0,
                      "top": 100.0})
@@ -65,12 +69,13 @@ def measure_quality(model, text, chunks, ctx, types, progress, configs=(), cente
         runs += [(cache_config.parse(c), True) for c in configs]
         for cfg, is_config in runs:
             progress.set_description(f"quality at {ctx}: {cfg.spec}")
-            r = kl_divergence(model, text, chunks, base, cfg.type_k, cfg.type_v, env=cfg.env(centers), ctx=ctx)
+            r = kl_divergence(model, text, chunks, base, cfg.type_k, cfg.type_v, env=cfg.env(centers), ctx=ctx,
+                              args=args)
             progress.update()
             rows.append({"type": cfg.spec, "config": is_config, "bits": 16.0 * r.kv_mib / f16.kv_mib,
                          "formula_bits": cfg.bits(ctx, n_layer=n_layer), "seqs": sequences(ctx), "ppl": r.ppl, "kld": r.kld, "kld_p999": r.kld_p999,
                          "top": r.same_top})
-    return {"ctx": ctx, "chunks": chunks, "rows": rows}
+    return {"ctx": ctx, "chunks": chunks, "ubatch": ubatch, "rows": rows}
 
 
 def measure_memory(meta: dict, types) -> tuple[list[int], dict[str, list[float]]]:
@@ -158,13 +163,25 @@ def plot(report: dict, out: Path) -> list[str]:
 
 def markdown(report: dict, command: str) -> str:
     long, short = report["quality"]["long"], report["quality"].get("short")
+    decode = report["quality"].get("decode")
     lines = [f"# KV-cache types on {report['model']}", "",
-             f"Measured on {report['machine']}, {report['date']}, with `{command}`.", "",
-             f"## Quality at {long['ctx']} tokens ({report['text']}, {long['chunks']} chunks, flash attention on)", "",
-             "Each type as users get it: a polar K cache centered with one exact sink row (the build's default), an "
-             "upstream type as upstream stores it. Then the configurations (K/V pairs, key treatments; "
-             "`llama_polar.cache_config`). Bits/value from the KV buffers llama.cpp allocated at this context, "
-             "relative to f16's, sink rows and centers included.", ""]
+             f"Measured on {report['machine']}, {report['date']}, with `{command}`.", ""]
+    if decode:
+        window = (f", and at {decode['ctx']} tokens its last {cache_config.DEFAULT_RECENT} positions"
+                  if decode["ctx"] >= cache_config.DEFAULT_RECENT_CELLS else "")
+        lines += [f"## Quality in decode at {decode['ctx']} tokens ({report['text']}, {run_words(decode)})", "",
+                  "llama-perplexity at `-ub 1`: each token reads the cache as generation reads it, the build's "
+                  f"exact rows included (a polar K cache keeps its first position exact{window}). Bits/value from "
+                  "the KV buffers, every exact row and center counted.", ""]
+        lines += quality_table(decode["rows"], "bits") + [""]
+    lines += [f"## Quality at {long['ctx']} tokens in batches ({report['text']}, {run_words(long)}, flash "
+              "attention on)", "",
+              "Each type as users get it: a polar K cache centered with one exact sink row and, from 4096 cells "
+              "per sequence, 64 exact recent rows (the build's default), an upstream type as upstream stores it. "
+              "Then the configurations (K/V pairs, key treatments; `llama_polar.cache_config`). llama-perplexity's "
+              "batches of 2048 tokens: a batch's tokens read the rows it quantized, so the recent window covers only "
+              "its last ones. Bits/value from the KV buffers llama.cpp allocated at this context, relative to "
+              "f16's, exact rows and centers included.", ""]
     lines += quality_table(long["rows"], "bits")
     lines += layer_types_list(long["rows"])
     lines += ["", "![KLD against bits per value](kld_vs_bits.png)", ""]
@@ -221,19 +238,24 @@ def bench_runs(types: list[str], depths: list[int], deep: list[str] | None) -> l
 
 def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list[int], reps: int,
             threads: int, configs: list[str] = (), centers: Path | None = None, ctx: int = 8192,
-            short_chunks: int = 16, deep: list[str] | None = None) -> dict:
+            short_chunks: int = 16, deep: list[str] | None = None, decode: list[str] = ()) -> dict:
     """Every figure of the report: quality at chunks x ctx tokens and short_chunks x 512 (0: none), speed and
-    memory of each cache type (types must include f16; speed at the depths bench_runs gives), and the quality of
-    each configuration (centers: the calibrated centers for the "calib" ones)."""
+    memory of each cache type (types must include f16; speed at the depths bench_runs gives), the quality of
+    each configuration (centers: the calibrated centers for the "calib" ones), and in decode (one chunk of ctx
+    tokens at -ub 1) the quality of q4_0 and of each of `decode` (none: no decode run)."""
     meta = polar_llama.model_metadata(str(model))
     runs = len(types) + len(configs)
     benches = bench_runs(types, depths, deep)
-    steps = len(benches) + runs * (2 if short_chunks else 1)
+    decode = [d for d in decode if d != "q4_0"]
+    steps = len(benches) + runs * (2 if short_chunks else 1) + (len(decode) + 2 if decode else 0)
     with tqdm(total=steps, unit="step", desc="report") as progress:
         quality = {"long": measure_quality(model, text, chunks, ctx, types, progress, configs, centers)}
         if short_chunks:
             quality["short"] = measure_quality(model, text, short_chunks, SHORT_CTX, types, progress, configs,
                                                centers)
+        if decode:
+            quality["decode"] = measure_quality(model, text, 1, ctx, ["f16", "q4_0"], progress, decode, centers,
+                                                ubatch=1)
         speed = []
         for t, at in benches:
             progress.set_description(f"speed: {t}")
@@ -243,7 +265,7 @@ def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list
         ctxs, mem = measure_memory(meta, types)
         progress.set_description("done")
     return {"model": model.name, "text": text.name, "threads": threads, "reps": reps,
-            "types": types, "configs": list(configs), "benched": [t for t, _ in benches], "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+            "types": types, "configs": list(configs), "decode": decode, "benched": [t for t, _ in benches], "date": time.strftime("%Y-%m-%d"), "machine": machine(),
             "quality": quality, "speed": speed, "memory": {"context": ctxs, "mib": mem}}
 
 
@@ -258,11 +280,13 @@ def quality_runs(report: dict) -> dict:
 
 
 def headline_run(report: dict) -> tuple[dict, str]:
-    """The run the README and recommend quote (the long-context one where there is one) and its rows' bits column:
-    from the KV buffers at long context, from the formula otherwise."""
+    """The run the README and recommend quote and its rows' bits column: decode where there is one (what
+    generation reads; reports before 2026-12-05 have none), else the long-context batched run, with bits from the
+    KV buffers; else the 512-token one, with the formula's bits."""
     runs = quality_runs(report)
-    if "long" in runs:
-        return runs["long"], "bits"
+    for name in ("decode", "long"):
+        if name in runs:
+            return runs[name], "bits"
     return runs["short"], "formula_bits"
 
 
@@ -272,7 +296,11 @@ def readme_tables(report: dict, source: str) -> dict[str, str]:
     "choose" (what llama-polar recommend picks for a few budgets)."""
     run, bits = headline_run(report)
     quality = [f"From [{source}]({source}) ({report['date']}, {report['model']}, {report['text']}, "
-               f"{run['chunks']} chunks of {run['ctx']} tokens):", "", *quality_table(run["rows"], bits)]
+               f"{run_words(run)}):", "", *quality_table(run["rows"], bits)]
+    long = quality_runs(report).get("long")
+    if long is not None and long is not run:
+        quality += ["", f"The same text in batches ({run_words(long)}, llama-perplexity's batches of 2048 tokens):",
+                    "", *quality_table(long["rows"], "bits")]
     depth = max(r["depth"] for r in report["speed"])
     speed = {(r["type"], r["test"], r["depth"]): r for r in report["speed"]}
     rows = [f"From the same report (llama-bench, {report['threads']} threads, {report['reps']} repetitions, ratios "
@@ -286,12 +314,18 @@ def readme_tables(report: dict, source: str) -> dict[str, str]:
             rows.append(f"| {cache_config.parse(t).label} | {ratio(t, 'pp512', depth, 'vs_f16')} | "
                         f"{ratio(t, 'tg64', depth, 'vs_f16')} | {ratio(t, 'tg64', 0, 'vs_q4_0')} |")
     from .recommend import table       # recommend reads reports: imported here, not at the top
-    choose = [f"What `llama-polar recommend --bits B` picks from the report below ({run['chunks']} chunks of "
-              f"{run['ctx']} tokens):", "", *table(report)]
+    choose = [f"What `llama-polar recommend --bits B` picks from the report below ({run_words(run)}):", "",
+              *table(report)]
     if any(cache_config.parse(r["type"]).layers for r in run["rows"]):
         choose += ["", f"With `--model` {report['model']}, its own types per layer compete too:", "",
                    *table(report, per_layer=True)]
     return {"quality": "\n".join(quality), "speed": "\n".join(rows), "choose": "\n".join(choose)}
+
+
+def run_words(run: dict) -> str:
+    """A quality run in words: "2 chunks of 8192 tokens", "1 chunk of 8192 tokens read token by token"."""
+    words = f"{run['chunks']} chunk{'s' if run['chunks'] != 1 else ''} of {run['ctx']} tokens"
+    return words + (" read token by token" if run.get("ubatch") == 1 else "")
 
 
 def sync_readme(readme: str, tables: dict[str, str]) -> str:

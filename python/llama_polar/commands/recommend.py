@@ -7,7 +7,8 @@ assignments then llama.cpp's cache arguments, for llama-cli, llama-server, llama
   llama-polar recommend --bits 3.25 --report build/my-report/report.json     # measurements of your own model
   llama-polar recommend --bits 3.75 --model my-model.gguf                     # types per layer for your model
 
-The measurements default to the project's report (SmolLM2-135M at 8192 tokens), shipped with the package;
+The measurements default to the project's report (SmolLM2-135M at 8192 tokens, read token by token as generation
+reads the cache), shipped with the package;
 `llama-polar report --out DIR` measures another model or text, and --report reads what it wrote.
 
 Types per layer (LLAMA_KV_LAYER_TYPES) are chosen for one model. With --model the report's configurations with types
@@ -23,6 +24,7 @@ import json
 from pathlib import Path
 
 from llama_polar import recommend
+from llama_polar.report import run_words
 
 
 def main(argv=None, prog=None) -> int:
@@ -54,7 +56,7 @@ def main(argv=None, prog=None) -> int:
     best = recommend.choose(rows, args.bits)
     ratio = f", {best.vs_q4_0:.2f}x q4_0's" if best.vs_q4_0 is not None else ""
     tail = f", 99.9th percentile {best.kld_p999:.3f}" if best.kld_p999 is not None else ""
-    print(f"measured: {report['model']}, {report['text']}, {run['chunks']} chunks of {run['ctx']} tokens "
+    print(f"measured: {report['model']}, {report['text']}, {run_words(run)} "
           f"({report['date']}, {args.report.name})")
     print(f"{best.spec}: {best.bits:.3f} bits/value, mean KLD {best.kld:.4f}{ratio}{tail}")
     if best.vs_q4_0 is not None and best.vs_q4_0 > 1:

@@ -61,6 +61,9 @@ def main(argv=None, prog=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="threads (default %(default)s)")
     ap.add_argument("--configs", default="", help="configurations scored besides the types, comma-separated "
                     "(K[/V][+plain|center|calib|sinkN]; e.g. q4_0+calib+sink1,pq46/pq37+calib)")
+    ap.add_argument("--decode", default="", help="configurations (and types) scored in decode too, comma-separated: "
+                    "one chunk of --ctx tokens read token by token (-ub 1), as generation reads the cache, beside "
+                    "upstream q4_0 (default: no decode run)")
     ap.add_argument("--centers", type=Path, help="calibrated key centers for the +calib configurations "
                     "(default: calibrated here over Python docstrings, into <out>/k-centers.gguf)")
     out = paths.ROOT / "docs" / "report" if paths.IN_CHECKOUT else Path("report")
@@ -77,6 +80,7 @@ def main(argv=None, prog=None) -> int:
         types = parse_types(args.types, CACHE_TYPES, "cache type")
         depths = [int(d) for d in args.depths.split(",") if d.strip()]
         configs = cache_config.parse_list(args.configs)
+        decode = cache_config.parse_list(args.decode)
         deep = None if args.deep is None else [c.spec for c in cache_config.parse_list(args.deep)]
     except ValueError as e:
         ap.error(str(e))
@@ -91,13 +95,14 @@ def main(argv=None, prog=None) -> int:
     from llama_polar import report                # loads the llama.cpp build: after the arguments are checked
 
     centers = args.centers
-    if not centers and any(c.center == "calib" for c in configs):
+    if not centers and any(c.center == "calib" for c in configs + decode):
         from llama_polar import calibrate
         values, identity = calibrate.key_centers(model)
         args.out.mkdir(parents=True, exist_ok=True)
         centers = calibrate.write_centers(args.out / "k-centers.gguf", values, identity, "stdlib docstrings, 8 x 512")
     data = report.measure(model, args.text, args.chunks, types, depths, args.reps, args.threads,
-                          [c.spec for c in configs], centers, args.ctx, args.short_chunks, deep)
+                          [c.spec for c in configs], centers, args.ctx, args.short_chunks, deep,
+                          [c.spec for c in decode])
     command = "llama-polar report " + " ".join(argv if argv is not None else sys.argv[1:])   # for the report's text
     print(f"wrote {report.write(data, args.out, command.strip())} and its plots")
     return 0
