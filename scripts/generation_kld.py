@@ -25,16 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from llama_polar import cache_config, models, texts
+from llama_polar.perplexity import BATCH     # the prompt's logical batch, as llama-perplexity's
+from llama_polar.simulate import log_softmax
 from llama_polar import Llama
 from llama_polar import llama as polar_llama
 
-BATCH = 2048          # the prompt's logical batch, as llama-perplexity's
 
 
 def log_probs(logits: np.ndarray) -> np.ndarray:
-    x = logits.astype(np.float64)
-    x -= x.max()
-    return (x - np.log(np.exp(x).sum())).astype(np.float32)
+    return log_softmax(logits.astype(np.float64)).astype(np.float32)
 
 
 def decode_log_probs(model: Path, tokens: list[int], n_decoded: int, cfg: cache_config.CacheConfig, ubatch: int,

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from . import llama as polar_llama
 from . import cache_config
 from .bench import format_ratio, run_llama_bench, with_ratios
-from .perplexity import base_run, kl_divergence, sequences
+from .perplexity import BATCH, base_run, kl_divergence, sequences
 from .type_names import POLAR_TYPES
 
 
@@ -176,11 +176,11 @@ def markdown(report: dict, command: str) -> str:
         lines += quality_table(decode["rows"], "bits") + [""]
     lines += [f"## Quality at {long['ctx']} tokens in batches ({report['text']}, {run_words(long)}, flash "
               "attention on)", "",
-              "Each type as users get it: a polar K cache centered with one exact sink row and, from 4096 cells "
-              "per sequence, 64 exact recent rows (the build's default), an upstream type as upstream stores it. "
-              "Then the configurations (K/V pairs, key treatments; `llama_polar.cache_config`). llama-perplexity's "
-              "batches of 2048 tokens: a batch's tokens read the rows it quantized, so the recent window covers only "
-              "its last ones. Bits/value from the KV buffers llama.cpp allocated at this context, relative to "
+              "Each type as users get it: a polar K cache centered with one exact sink row and, from "
+              f"{cache_config.DEFAULT_RECENT_CELLS} cells per sequence, {cache_config.DEFAULT_RECENT} exact recent "
+              "rows (the build's default), an upstream type as upstream stores it. Then the configurations (K/V "
+              f"pairs, key treatments; `llama_polar.cache_config`). llama-perplexity's batches of {BATCH} tokens: a "
+              "batch's tokens read the rows it quantized, so the recent window covers only its last ones. Bits/value from the KV buffers llama.cpp allocated at this context, relative to "
               "f16's, exact rows and centers included.", ""]
     lines += quality_table(long["rows"], "bits")
     lines += layer_types_list(long["rows"])
@@ -299,7 +299,7 @@ def readme_tables(report: dict, source: str) -> dict[str, str]:
                f"{run_words(run)}):", "", *quality_table(run["rows"], bits)]
     long = quality_runs(report).get("long")
     if long is not None and long is not run:
-        quality += ["", f"The same text in batches ({run_words(long)}, llama-perplexity's batches of 2048 tokens):",
+        quality += ["", f"The same text in batches ({run_words(long)}, llama-perplexity's batches of {BATCH} tokens):",
                     "", *quality_table(long["rows"], "bits")]
     depth = max(r["depth"] for r in report["speed"])
     speed = {(r["type"], r["test"], r["depth"]): r for r in report["speed"]}
