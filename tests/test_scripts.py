@@ -124,6 +124,27 @@ def test_report_writes_tables_and_plots(bin_dir, model_path, tmp_path):
     render(report, out)
     assert (out / "report.md").read_text() == md and report["command"].startswith("llama-polar report --ctx 1024")
     assert "[" in result.stderr and "done" in result.stderr    # the progress bar
+    # only the decode run again (--redo decode): it replaces the old one, dated on its own; the rest is kept
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--redo", "decode", "--ctx", "1024",
+                             "--decode", "pq37", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    redone = json.loads((out / "report.json").read_text())
+    assert [r["type"] for r in redone["quality"]["decode"]["rows"]] == ["f16", "q4_0", "pq37"]
+    assert redone["quality"]["decode"]["rows"][1]["kld"] == pytest.approx(decode["rows"][1]["kld"], rel=1e-3)  # q4_0
+    assert {k: v for k, v in redone["quality"].items() if k != "decode"} == {
+        k: v for k, v in report["quality"].items() if k != "decode"}
+    assert redone["command"] == report["command"] and redone["speed"] == report["speed"]
+    assert "Measured again on" in (out / "report.md").read_text()
+    assert redone["quality"]["decode"]["command"].startswith("llama-polar report --redo decode")
+
+
+def test_report_redo_needs_a_report_of_the_same_model(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--redo", "decode", "--decode",
+                             "pq46", "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "needs --decode and a report" in result.stderr and "not found" in result.stderr
+    from llama_polar.report import redo_decode
+    with pytest.raises(ValueError, match="the report is of other.gguf on t.txt, not m.gguf on t.txt"):
+        redo_decode({"model": "other.gguf", "text": "t.txt"}, Path("m.gguf"), Path("t.txt"), 1024, ["pq46"], None, "")
 
 
 def test_report_requires_f16():

@@ -238,6 +238,10 @@ class PolarTree(PolarQuant):
         return val.reshape(n_blocks, BLOCK)
 
 
+class PQ25(PolarTree, name="pq25"):
+    description = "rate-optimised, 64-value groups"
+
+
 class PQ27(PolarTree, name="pq27"):
     description = "rate-optimised, 64-value groups"
 

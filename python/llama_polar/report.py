@@ -111,16 +111,11 @@ def save(fig, out: Path, name: str) -> str:
     return name
 
 
-def plot(report: dict, out: Path) -> list[str]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    long = report["quality"]["long"]
-    q = [r for r in long["rows"] if r["type"] != "f16" and r["kld"] > 0]
+def kld_panel(ax, run: dict) -> None:
+    """One quality run's mean KLD against bits per value, log scale, with its frontier; names only on the frontier
+    and for upstream's types, so that they do not stack (the tables have every point)."""
+    q = [r for r in run["rows"] if r["type"] != "f16" and r["kld"] > 0]
     hull = frontier([(r["bits"], r["kld"]) for r in q])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
     groups = {"polar": lambda r: not r.get("config") and r["type"] in POLAR_TYPES,
               "upstream": lambda r: not r.get("config") and r["type"] not in POLAR_TYPES,
               "configurations": lambda r: r.get("config", False)}
@@ -128,13 +123,26 @@ def plot(report: dict, out: Path) -> list[str]:
                                  ("configurations", "^", "tab:green")):
         pts = [r for r in q if groups[group](r)]
         ax.scatter([r["bits"] for r in pts], [r["kld"] for r in pts], marker=marker, color=color, label=group)
-        for r in pts:   # names on the frontier and for upstream's types only: the table has every point
+        for r in pts:
             if (r["bits"], r["kld"]) in hull or group == "upstream":
-                ax.annotate(cache_config.parse(r["type"]).label, (r["bits"], r["kld"]), textcoords="offset points", xytext=(5, -3), fontsize=8)
+                ax.annotate(cache_config.parse(r["type"]).label, (r["bits"], r["kld"]), textcoords="offset points",
+                            xytext=(5, -3), fontsize=8)
     ax.plot([b for b, _ in hull], [k for _, k in hull], "k--", lw=0.8, label="frontier")
     ax.set_yscale("log")
-    label(ax, "bits per cached value", "mean KLD vs f16 cache (log)",
-          f"{report['model']}: quality per bit ({long['chunks']} x {long['ctx']} tokens)")
+    label(ax, "bits per cached value", "mean KLD vs f16 cache (log)", run_words(run))
+
+
+def plot(report: dict, out: Path) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    runs = [report["quality"][name] for name in ("decode", "long") if name in report["quality"]]
+    fig, axes = plt.subplots(1, len(runs), figsize=(7 * len(runs), 4.5), squeeze=False)
+    for ax, run in zip(axes[0], runs):
+        kld_panel(ax, run)
+    fig.suptitle(f"{report['model']}: quality per bit")
     files.append(save(fig, out, "kld_vs_bits.png"))
 
     speed = report["speed"]
@@ -169,8 +177,11 @@ def markdown(report: dict, command: str) -> str:
     if decode:
         window = (f", and at {decode['ctx']} tokens its last {cache_config.DEFAULT_RECENT} positions"
                   if decode["ctx"] >= cache_config.DEFAULT_RECENT_CELLS else "")
-        lines += [f"## Quality in decode at {decode['ctx']} tokens ({report['text']}, {run_words(decode)})", "",
-                  "llama-perplexity at `-ub 1`: each token reads the cache as generation reads it, the build's "
+        lines += [f"## Quality in decode at {decode['ctx']} tokens ({report['text']}, {run_words(decode)})", ""]
+        if "date" in decode:
+            lines += [f"Measured again on {decode['machine']}, {decode['date']}, with `{decode['command']}`; the "
+                      "other sections are of the run above.", ""]
+        lines += ["llama-perplexity at `-ub 1`: each token reads the cache as generation reads it, the build's "
                   f"exact rows included (a polar K cache keeps its first position exact{window}). Bits/value from "
                   "the KV buffers, every exact row and center counted.", ""]
         lines += quality_table(decode["rows"], "bits") + [""]
@@ -254,8 +265,7 @@ def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list
             quality["short"] = measure_quality(model, text, short_chunks, SHORT_CTX, types, progress, configs,
                                                centers)
         if decode:
-            quality["decode"] = measure_quality(model, text, 1, ctx, ["f16", "q4_0"], progress, decode, centers,
-                                                ubatch=1)
+            quality["decode"] = measure_decode(model, text, ctx, decode, centers, progress)
         speed = []
         for t, at in benches:
             progress.set_description(f"speed: {t}")
@@ -267,6 +277,25 @@ def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list
     return {"model": model.name, "text": text.name, "threads": threads, "reps": reps,
             "types": types, "configs": list(configs), "decode": decode, "benched": [t for t, _ in benches], "date": time.strftime("%Y-%m-%d"), "machine": machine(),
             "quality": quality, "speed": speed, "memory": {"context": ctxs, "mib": mem}}
+
+
+def measure_decode(model: Path, text: Path, ctx: int, decode: list[str], centers: Path | None, progress) -> dict:
+    """The decode run: one chunk of ctx tokens at -ub 1, f16 (the base), q4_0 and each of `decode` besides."""
+    return measure_quality(model, text, 1, ctx, ["f16", "q4_0"], progress, [d for d in decode if d != "q4_0"],
+                           centers, ubatch=1)
+
+
+def redo_decode(report: dict, model: Path, text: Path, ctx: int, decode: list[str], centers: Path | None,
+                command: str) -> dict:
+    """report with its decode run measured again (in about an hour, where the whole report takes two), the other
+    figures kept; the new run carries its own date, machine and command. ValueError for a report of another model
+    or text, whose figures it would mix with this one's."""
+    if (report["model"], report["text"]) != (model.name, text.name):
+        raise ValueError(f"the report is of {report['model']} on {report['text']}, not {model.name} on {text.name}")
+    with tqdm(total=len([d for d in decode if d != "q4_0"]) + 2, unit="step", desc="decode") as progress:
+        run = measure_decode(model, text, ctx, decode, centers, progress)
+    run.update(date=time.strftime("%Y-%m-%d"), machine=machine(), command=command)
+    return {**report, "decode": [d for d in decode if d != "q4_0"], "quality": {**report["quality"], "decode": run}}
 
 
 def quality_runs(report: dict) -> dict:

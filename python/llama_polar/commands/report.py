@@ -2,16 +2,17 @@
 
 Steps (a progress bar on stderr counts them):
   1. quality: llama-perplexity against an f16 cache (flash attention on both sides) for every cache type, and for
-     every configuration of --configs (K/V pairs, key treatments: llama_polar.cache_config): mean KLD, PPL and
-     same-top-token rate;
+     every configuration of --configs (K/V pairs, key treatments: llama_polar.cache_config): mean KLD, its 99.9th
+     percentile, PPL and same-top-token rate, at --ctx in batches, at 512 tokens, and (--decode) in decode;
   2. speed: llama-bench for every type at each depth, ratios to f16 and q4_0 from the same run;
   3. memory: KV-cache size per type at context lengths up to the model's, from its GGUF metadata.
-Writes <out>/report.md, <out>/kld_vs_bits.png (the frontier: KLD against bits per value, polar and upstream types),
+Writes <out>/report.md, <out>/kld_vs_bits.png (KLD against bits per value, in decode and in batches),
 <out>/speed_vs_depth.png and <out>/kv_memory.png, and <out>/report.json with every figure.
 
-  llama-polar report --out docs/report                # SmolLM2-135M + Paradise Lost, 16 chunks, depths 0,4096
+  llama-polar report --out docs/report                # SmolLM2-135M + Paradise Lost, 2 chunks of 8192, depths 0,4096
   llama-polar report --chunks 4 --types f16,q4_0,pq46 --out /tmp/quick
   llama-polar report --chunks 4 --types f16,q4_0,pq46 --configs q4_0+calib+sink1,pq46/pq37+calib --out /tmp/quick
+  llama-polar report --redo decode --decode pq46,pq27/pq25     # only the decode run again, into docs/report
 """
 from __future__ import annotations
 
@@ -72,6 +73,9 @@ def main(argv=None, prog=None) -> int:
     ap.add_argument("--readme", type=Path, metavar="README.md",
                     help="measure nothing: write the README's report tables, <out>/report.md and its plots from "
                     "<out>/report.json")
+    ap.add_argument("--redo", choices=["decode"], help="measure only the decode run again (--decode's configurations "
+                    "beside q4_0, at --ctx) and put it in place of the one in <out>/report.json, the other figures "
+                    "kept")
     args = ap.parse_args(argv)
     if args.readme:
         return update_readme(ap, args.readme, args.out)
@@ -89,6 +93,10 @@ def main(argv=None, prog=None) -> int:
     if args.chunks < 1 or args.reps < 1 or args.ctx < 64 or args.short_chunks < 0 or not depths or min(depths) < 0:
         ap.error("--chunks and --reps must be positive, --ctx at least 64, --short-chunks and --depths non-negative")
     args.text = texts.from_argument(ap, args.text)
+    previous = args.out / "report.json"
+    if args.redo and not (decode and previous.is_file()):
+        ap.error(f"--redo decode needs --decode and a report to put the run in ({previous}: "
+                 f"{'found' if previous.is_file() else 'not found'})")
     if args.centers and not args.centers.is_file():
         ap.error(f"--centers {args.centers} is not a file")
     model = models.resolve(args.model)
@@ -100,9 +108,17 @@ def main(argv=None, prog=None) -> int:
         values, identity = calibrate.key_centers(model)
         args.out.mkdir(parents=True, exist_ok=True)
         centers = calibrate.write_centers(args.out / "k-centers.gguf", values, identity, "stdlib docstrings, 8 x 512")
-    data = report.measure(model, args.text, args.chunks, types, depths, args.reps, args.threads,
-                          [c.spec for c in configs], centers, args.ctx, args.short_chunks, deep,
-                          [c.spec for c in decode])
-    command = "llama-polar report " + " ".join(argv if argv is not None else sys.argv[1:])   # for the report's text
-    print(f"wrote {report.write(data, args.out, command.strip())} and its plots")
+    command = ("llama-polar report " + " ".join(argv if argv is not None else sys.argv[1:])).strip()  # for its text
+    if args.redo:
+        try:
+            data = report.redo_decode(json.loads(previous.read_text()), model, args.text, args.ctx,
+                                      [c.spec for c in decode], centers, command)
+        except ValueError as e:
+            ap.error(f"--redo decode: {e}")
+        command = data["command"]
+    else:
+        data = report.measure(model, args.text, args.chunks, types, depths, args.reps, args.threads,
+                              [c.spec for c in configs], centers, args.ctx, args.short_chunks, deep,
+                              [c.spec for c in decode])
+    print(f"wrote {report.write(data, args.out, command)} and its plots")
     return 0
