@@ -292,10 +292,11 @@ def redo_decode(report: dict, model: Path, text: Path, ctx: int, decode: list[st
     or text, whose figures it would mix with this one's."""
     if (report["model"], report["text"]) != (model.name, text.name):
         raise ValueError(f"the report is of {report['model']} on {report['text']}, not {model.name} on {text.name}")
-    with tqdm(total=len([d for d in decode if d != "q4_0"]) + 2, unit="step", desc="decode") as progress:
+    decode = [d for d in decode if d != "q4_0"]
+    with tqdm(total=len(decode) + 2, unit="step", desc="decode") as progress:
         run = measure_decode(model, text, ctx, decode, centers, progress)
     run.update(date=time.strftime("%Y-%m-%d"), machine=machine(), command=command)
-    return {**report, "decode": [d for d in decode if d != "q4_0"], "quality": {**report["quality"], "decode": run}}
+    return {**report, "decode": decode, "quality": {**report["quality"], "decode": run}}
 
 
 def quality_runs(report: dict) -> dict:

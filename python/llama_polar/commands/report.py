@@ -110,12 +110,13 @@ def main(argv=None, prog=None) -> int:
         centers = calibrate.write_centers(args.out / "k-centers.gguf", values, identity, "stdlib docstrings, 8 x 512")
     command = ("llama-polar report " + " ".join(argv if argv is not None else sys.argv[1:])).strip()  # for its text
     if args.redo:
+        whole = json.loads(previous.read_text())
         try:
-            data = report.redo_decode(json.loads(previous.read_text()), model, args.text, args.ctx,
-                                      [c.spec for c in decode], centers, command)
+            whole_command = whole.get("command") or report.quoted_command(args.out / "report.md")
+            data = report.redo_decode(whole, model, args.text, args.ctx, [c.spec for c in decode], centers, command)
         except ValueError as e:
             ap.error(f"--redo decode: {e}")
-        command = data["command"]
+        command = whole_command
     else:
         data = report.measure(model, args.text, args.chunks, types, depths, args.reps, args.threads,
                               [c.spec for c in configs], centers, args.ctx, args.short_chunks, deep,
