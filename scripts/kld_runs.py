@@ -6,13 +6,15 @@ docs/measurements.md's long-context tables):
     scripts/kld_runs.py --model .cache/models/gemma-3-270m-q4_k_m.gguf --ctx 8192 --chunks 1 pq46+plain pq46
     scripts/kld_runs.py --ctx 8192 --chunks 1 --ubatch 1 q4_0 pq42/pq32 pq42/pq32+recent64    # as decode reads
 
-The f16 base logits are written once per model, context and chunk count (--base-dir) and reused; each configuration
-is a cache_config string, run with its environment. One line per configuration: mean KLD, 99.9th percentile, PPL,
-same-top share, the KV buffer llama.cpp logged, bits per value at --ctx, its ratio to q4_0 when q4_0 is among them.
+The f16 base logits are written once per model, context and chunk count (--base-dir) and reused, with its KV buffer
+size beside them (<base>.json); each configuration is a cache_config string, run with its environment. One line per
+configuration: mean KLD, 99.9th percentile, PPL, same-top share, the KV buffer llama.cpp logged, bits per value (16
+x that buffer / the base's), its ratio to q4_0 when q4_0 is among them.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -42,10 +44,13 @@ def main(argv=None) -> int:
     extra = ("-ub", args.ubatch) if args.ubatch else ()
     ub = f"-ub{args.ubatch}" if args.ubatch else ""
     base = args.base_dir / f"{model.stem}-{text.stem}-{args.ctx}x{args.chunks}{ub}.kld"
+    sizes = base.with_name(base.name + ".json")     # the base's KV buffers: the 16 bits/value the others are against
     if not base.exists():
         t0 = time.monotonic()
         run = perplexity.base_run(model, text, args.chunks, base, ctx=args.ctx, args=extra)
+        sizes.write_text(json.dumps({"kv_mib": run.kv_mib}))
         print(f"f16 base: PPL {run.ppl:.3f}, KV {run.kv_mib:.2f} MiB ({time.monotonic() - t0:.0f} s)", flush=True)
+    f16_mib = json.loads(sizes.read_text())["kv_mib"] if sizes.exists() else None
     q4_0 = None
     n_layer = polar_llama.model_metadata(str(model))["n_layer"]
     for cfg in configs:
@@ -54,9 +59,11 @@ def main(argv=None) -> int:
                                      ctx=args.ctx, args=extra)
         q4_0 = r.kld if cfg.spec == "q4_0" else q4_0
         ratio = f", {r.kld / q4_0:.2f}x q4_0" if q4_0 else ""
+        # bits from the buffers where the base's are known: a formula cannot count a sliding-window cache's cells
+        bits = (f"{16 * r.kv_mib / f16_mib:.3f} bits/value" if f16_mib else
+                f"{cfg.bits(args.ctx, n_layer=n_layer):.3f} bits/value (cache_config's count: no {sizes.name})")
         print(f"{cfg.spec}: KLD {r.kld:.5f} (99.9% {r.kld_p999:.3f}){ratio}, PPL {r.ppl:.3f}, same top "
-              f"{r.same_top:.2f}%, KV {r.kv_mib:.2f} MiB, {cfg.bits(args.ctx, n_layer=n_layer):.3f} bits/value "
-              f"({time.monotonic() - t0:.0f} s)", flush=True)
+              f"{r.same_top:.2f}%, KV {r.kv_mib:.2f} MiB, {bits} ({time.monotonic() - t0:.0f} s)", flush=True)
     return 0
 
 

@@ -187,7 +187,8 @@ def test_kld_runs_with_a_ubatch_keeps_its_own_base(bin_dir, model_path, text_pat
     assert refused.returncode == 2 and "--ubatch must be at least 1" in refused.stderr
     result = subprocess.run([*run, "--ubatch", "32", "pq46"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert [p.name for p in tmp_path.iterdir()] == [f"{model_path.stem}-{text_path.stem}-256x1-ub32.kld"]
+    base = f"{model_path.stem}-{text_path.stem}-256x1-ub32.kld"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [base, base + ".json"]      # the logits, the KV buffer size
     assert re.match(r"pq46: KLD 0\.\d+ ", result.stdout.splitlines()[1]), result.stdout
 
 
