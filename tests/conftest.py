@@ -186,6 +186,15 @@ def model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    """Gemma-3-270M: 5 of every 6 layers attend to their last 512 positions, in a sliding-window cache of their own."""
+    path = models.model_path("gemma3")
+    if not path.exists():
+        missing(f"the model {path} is missing: get it with `make gemma`")
+    return path
+
+
+@pytest.fixture(scope="session")
 def text_path() -> Path:
     path = texts.text_path()
     if not path.exists():

@@ -2,9 +2,10 @@
 (and a quantized V) in f16 in the exact-row slots beside the sink rows, and flash attention reads those rows; a
 position goes back to its quantized row when the window moves past it.
 
-The window is the sequence's last N positions once a ubatch is applied: in decode every step reads its last N keys
-exact; in batched prompt processing a ubatch's earlier tokens read the rows it quantizes, so the window buys most
-when it covers a ubatch (-ub) or more.
+In decode every step reads its last N keys exact. In batched prompt processing each query reads the window as it
+was before its ubatch and the ubatch's own rows exact (f16 copies in the compute graph, not in the KV buffer): at
+least its last N positions, as in decode, and its ubatch's earlier ones; the ubatch's rows take their slots after
+its attention.
 """
 import os
 import re
@@ -33,9 +34,21 @@ def test_a_window_over_the_whole_context_makes_a_polar_cache_an_f16_cache(f32_mo
     assert exact.kld < 0.02 * polar.kld, (polar, exact)
 
 
+def test_a_ubatch_reads_its_own_rows_exact(f32_model, text_path, f32_base):
+    """With -b 512 each chunk of 512 tokens is one ubatch (a larger batch would split its chunks across ubatches,
+    one stream each): with a window its queries read every earlier position of the chunk exact, whatever the
+    window's size, as an f16 cache would; without one they read the quantized rows."""
+    run = lambda cache, env=None: perplexity.kl_divergence(  # noqa: E731
+        f32_model, text_path, CHUNKS, f32_base, cache, timeout=900, env=env, args=("-b", 512))
+    f16, plain, own = run("f16"), run("pq46", window(0, sink=1)), run("pq46", window(16, sink=1))
+    assert abs(own.kld) <= 2 * abs(f16.kld) + 1e-6 and own.kld_p999 <= 2 * f16.kld_p999 + 1e-6, (f16, own)
+    assert own.kld < 0.02 * plain.kld, (plain, own)
+
+
 def test_the_window_moves_with_the_ubatches(model_path, text_path, tmp_path):
-    """-ub 64 with a window of 64: each ubatch's rows replace the last one's, in the slots the last one freed (a
-    sequence that kept its old rows would run out of slots, which the debug log says)."""
+    """-ub 64 with a window of 64: each ubatch's rows replace the last one's, in the slots the last one freed, after
+    its attention has read the last one's (a sequence that kept its old rows would run out of slots, which the debug
+    log says; rows read from slots already refilled would be other positions' keys)."""
     base = tmp_path / "f16.kld"
     perplexity.base_logits(model_path, text_path, 4, base, timeout=900)
     run = lambda env: perplexity.divergence_log(model_path, text_path, 4, base, "pq46", timeout=900,  # noqa: E731
@@ -81,6 +94,19 @@ def test_a_long_polar_context_keeps_64_recent_rows_by_default(model_path, env, a
         off = greedy_text(model_path, {**env, "LLAMA_KV_RECENT_ROWS": "0"}, "-n", 2, "-ctv", "pq46", *args)
         added = perplexity.kv_buffer_mib(result.stderr) - perplexity.kv_buffer_mib(off.stderr)
         assert added == pytest.approx(2 * 30 * rows * 192 * 2 / 2**20, abs=0.02)
+
+
+def test_a_sliding_window_cache_keeps_16_recent_rows_by_default(gemma_path):
+    """Gemma-3 at 8192 tokens: 64 rows in the global layers' cache, 16 in the sliding-window layers' (about 770
+    cells per sequence: its layers read only their last 512 positions, the recent ones most)."""
+    args = ("-n", 2, "-c", 8192, "-ctk", "pq42", "-ctv", "pq27", "-fit", "off")   # one context, not a trial one first
+    result, off = greedy_text(gemma_path, {}, *args), greedy_text(gemma_path, {"LLAMA_KV_RECENT_ROWS": "0"}, *args)
+    rows = re.findall(r"exact recent rows: the last (\d+) positions of every sequence keep their K and V", result.stderr)
+    assert rows == ["64", "16"], result.stderr[-3000:]
+    assert "exact recent rows" not in off.stderr
+    # in the KV buffers: K and V rows of 3 global layers x 64 and 15 sliding-window layers x 16, 1 head x 256 values
+    added = perplexity.kv_buffer_mib(result.stderr) - perplexity.kv_buffer_mib(off.stderr)
+    assert added == pytest.approx(2 * (3 * 64 + 15 * 16) * 256 * 2 / 2**20, abs=0.02)
 
 
 @pytest.mark.parametrize("env,args,message", [
