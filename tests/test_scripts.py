@@ -136,15 +136,31 @@ def test_report_writes_tables_and_plots(bin_dir, model_path, tmp_path):
     assert redone["command"] == report["command"] and redone["speed"] == report["speed"]
     assert "Measured again on" in (out / "report.md").read_text()
     assert redone["quality"]["decode"]["command"].startswith("llama-polar report --redo decode")
+    # only the batched run again (--redo long): the report's types and --configs, the rest (decode included) kept
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--redo", "long", "--ctx", "1024",
+                             "--chunks", "2", "--configs", "pq46/pq37+plain", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    again = json.loads((out / "report.json").read_text())
+    assert [r["type"] for r in again["quality"]["long"]["rows"]] == ["f16", "q4_0", "pq46", "pq37", "pq46/pq37+plain"]
+    assert again["configs"] == ["pq46/pq37+plain"] and again["quality"]["decode"] == redone["quality"]["decode"]
+    long_rows = {r["type"]: r for r in report["quality"]["long"]["rows"]}
+    for r in again["quality"]["long"]["rows"][1:]:      # the same build and text: the same figures
+        assert r["kld"] == pytest.approx(long_rows[r["type"]]["kld"], rel=1e-3), r
+    assert (out / "report.md").read_text().count("Measured again on") == 2
 
 
 def test_report_redo_needs_a_report_of_the_same_model(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--redo", "decode", "--decode",
                              "pq46", "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "needs --decode and a report" in result.stderr and "not found" in result.stderr
-    from llama_polar.report import redo_decode
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--redo", "long", "--out",
+                             str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--redo long needs --configs and a report" in result.stderr
+    from llama_polar.report import redo_run
     with pytest.raises(ValueError, match="the report is of other.gguf on t.txt, not m.gguf on t.txt"):
-        redo_decode({"model": "other.gguf", "text": "t.txt"}, Path("m.gguf"), Path("t.txt"), 1024, ["pq46"], None, "")
+        redo_run({"model": "other.gguf", "text": "t.txt"}, "decode", Path("m.gguf"), Path("t.txt"), 1024, 1, ["pq46"],
+                 None, "")
 
 
 def test_report_requires_f16():

@@ -178,21 +178,21 @@ def markdown(report: dict, command: str) -> str:
         window = (f", and at {decode['ctx']} tokens its last {cache_config.DEFAULT_RECENT} positions"
                   if decode["ctx"] >= cache_config.DEFAULT_RECENT_CELLS else "")
         lines += [f"## Quality in decode at {decode['ctx']} tokens ({report['text']}, {run_words(decode)})", ""]
-        if "date" in decode:
-            lines += [f"Measured again on {decode['machine']}, {decode['date']}, with `{decode['command']}`; the "
-                      "other sections are of the run above.", ""]
+        lines += measured_again(decode)
         lines += ["llama-perplexity at `-ub 1`: each token reads the cache as generation reads it, the build's "
                   f"exact rows included (a polar K cache keeps its first position exact{window}). Bits/value from "
                   "the KV buffers, every exact row and center counted.", ""]
         lines += quality_table(decode["rows"], "bits") + [""]
     lines += [f"## Quality at {long['ctx']} tokens in batches ({report['text']}, {run_words(long)}, flash "
-              "attention on)", "",
+              "attention on)", "", *measured_again(long),
               "Each type as users get it: a polar K cache centered with one exact sink row and, from "
               f"{cache_config.DEFAULT_RECENT_CELLS} cells per sequence, {cache_config.DEFAULT_RECENT} exact recent "
               "rows (the build's default), an upstream type as upstream stores it. Then the configurations (K/V "
-              f"pairs, key treatments; `llama_polar.cache_config`). llama-perplexity's batches of {BATCH} tokens: a "
-              "batch's tokens read the rows it quantized, so the recent window covers only its last ones. Bits/value from the KV buffers llama.cpp allocated at this context, relative to "
-              "f16's, exact rows and centers included.", ""]
+              f"pairs, key treatments; `llama_polar.cache_config`). llama-perplexity's batches of {BATCH} tokens, in "
+              "ubatches of 512: with a recent window each query reads exact the window as it was before its ubatch "
+              "and the ubatch's earlier rows (f16 copies in the compute graph, not in the KV buffer), without one "
+              "the rows its ubatch quantized. Bits/value from the KV buffers llama.cpp allocated at this context, "
+              "relative to f16's, exact rows and centers included.", ""]
     lines += quality_table(long["rows"], "bits")
     lines += layer_types_list(long["rows"])
     lines += ["", "![KLD against bits per value](kld_vs_bits.png)", ""]
@@ -285,18 +285,32 @@ def measure_decode(model: Path, text: Path, ctx: int, decode: list[str], centers
                            centers, ubatch=1)
 
 
-def redo_decode(report: dict, model: Path, text: Path, ctx: int, decode: list[str], centers: Path | None,
-                command: str) -> dict:
-    """report with its decode run measured again (in about an hour, where the whole report takes two), the other
-    figures kept; the new run carries its own date, machine and command. ValueError for a report of another model
-    or text, whose figures it would mix with this one's."""
+def redo_run(report: dict, run: str, model: Path, text: Path, ctx: int, chunks: int, configs: list[str],
+             centers: Path | None, command: str) -> dict:
+    """report with one quality run measured again, the other figures kept: "decode" (q4_0 and `configs` in decode,
+    one chunk of ctx tokens; about an hour, where the whole report takes two) or "long" (the report's types and
+    `configs` in batches, chunks x ctx tokens). The new run carries its own date, machine and command. ValueError
+    for a report of another model or text, whose figures it would mix with this one's."""
     if (report["model"], report["text"]) != (model.name, text.name):
         raise ValueError(f"the report is of {report['model']} on {report['text']}, not {model.name} on {text.name}")
-    decode = [d for d in decode if d != "q4_0"]
-    with tqdm(total=len(decode) + 2, unit="step", desc="decode") as progress:
-        run = measure_decode(model, text, ctx, decode, centers, progress)
-    run.update(date=time.strftime("%Y-%m-%d"), machine=machine(), command=command)
-    return {**report, "decode": decode, "quality": {**report["quality"], "decode": run}}
+    if run == "decode":
+        configs = [c for c in configs if c != "q4_0"]
+        with tqdm(total=len(configs) + 2, unit="step", desc="decode") as progress:
+            new = measure_decode(model, text, ctx, configs, centers, progress)
+    else:
+        with tqdm(total=len(report["types"]) + len(configs), unit="step", desc="long") as progress:
+            new = measure_quality(model, text, chunks, ctx, report["types"], progress, configs, centers)
+    new.update(date=time.strftime("%Y-%m-%d"), machine=machine(), command=command)
+    return {**report, "decode" if run == "decode" else "configs": list(configs),
+            "quality": {**report["quality"], run: new}}
+
+
+def measured_again(run: dict) -> list[str]:
+    """The line that dates a run measured again (redo_run), none for a run of the report's own command."""
+    if "date" not in run:
+        return []
+    return [f"Measured again on {run['machine']}, {run['date']}, with `{run['command']}`; the other sections are of "
+            "the run above.", ""]
 
 
 def quality_runs(report: dict) -> dict:

@@ -13,6 +13,7 @@ Writes <out>/report.md, <out>/kld_vs_bits.png (KLD against bits per value, in de
   llama-polar report --chunks 4 --types f16,q4_0,pq46 --out /tmp/quick
   llama-polar report --chunks 4 --types f16,q4_0,pq46 --configs q4_0+calib+sink1,pq46/pq37+calib --out /tmp/quick
   llama-polar report --redo decode --decode pq46,pq27/pq25     # only the decode run again, into docs/report
+  llama-polar report --redo long --configs pq42/pq37,pq42/pq27  # only the batched run again (the report's types too)
 """
 from __future__ import annotations
 
@@ -73,9 +74,10 @@ def main(argv=None, prog=None) -> int:
     ap.add_argument("--readme", type=Path, metavar="README.md",
                     help="measure nothing: write the README's report tables, <out>/report.md and its plots from "
                     "<out>/report.json")
-    ap.add_argument("--redo", choices=["decode"], help="measure only the decode run again (--decode's configurations "
-                    "beside q4_0, at --ctx) and put it in place of the one in <out>/report.json, the other figures "
-                    "kept")
+    ap.add_argument("--redo", choices=["decode", "long"], help="measure only one quality run again and put it in "
+                    "place of the one in <out>/report.json, the other figures kept: decode (--decode's "
+                    "configurations beside q4_0, at --ctx) or long (the report's types and --configs, --chunks x "
+                    "--ctx in batches)")
     args = ap.parse_args(argv)
     if args.readme:
         return update_readme(ap, args.readme, args.out)
@@ -94,9 +96,10 @@ def main(argv=None, prog=None) -> int:
         ap.error("--chunks and --reps must be positive, --ctx at least 64, --short-chunks and --depths non-negative")
     args.text = texts.from_argument(ap, args.text)
     previous = args.out / "report.json"
-    if args.redo and not (decode and previous.is_file()):
-        ap.error(f"--redo decode needs --decode and a report to put the run in ({previous}: "
-                 f"{'found' if previous.is_file() else 'not found'})")
+    redone = {"decode": decode, "long": configs}.get(args.redo)
+    if args.redo and not (redone and previous.is_file()):
+        ap.error(f"--redo {args.redo} needs --{'decode' if args.redo == 'decode' else 'configs'} and a report to put "
+                 f"the run in ({previous}: {'found' if previous.is_file() else 'not found'})")
     if args.centers and not args.centers.is_file():
         ap.error(f"--centers {args.centers} is not a file")
     model = models.resolve(args.model)
@@ -113,9 +116,10 @@ def main(argv=None, prog=None) -> int:
         whole = json.loads(previous.read_text())
         try:
             whole_command = whole.get("command") or report.quoted_command(args.out / "report.md")
-            data = report.redo_decode(whole, model, args.text, args.ctx, [c.spec for c in decode], centers, command)
+            data = report.redo_run(whole, args.redo, model, args.text, args.ctx, args.chunks,
+                                   [c.spec for c in redone], centers, command)
         except ValueError as e:
-            ap.error(f"--redo decode: {e}")
+            ap.error(f"--redo {args.redo}: {e}")
         command = whole_command
     else:
         data = report.measure(model, args.text, args.chunks, types, depths, args.reps, args.threads,
