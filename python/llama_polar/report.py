@@ -343,7 +343,9 @@ def readme_tables(report: dict, source: str) -> dict[str, str]:
                f"{run_words(run)}):", "", *quality_table(run["rows"], bits)]
     long = quality_runs(report).get("long")
     if long is not None and long is not run:
-        quality += ["", f"The same text in batches ({run_words(long)}, llama-perplexity's batches of {BATCH} tokens):",
+        again = f", measured again {long['date']}" if "date" in long else ""
+        quality += ["", f"The same text in batches ({run_words(long)}, llama-perplexity's batches of {BATCH} tokens"
+                    f"{again}; with the recent window a query reads its ubatch's earlier rows exact):",
                     "", *quality_table(long["rows"], "bits")]
     depth = max(r["depth"] for r in report["speed"])
     speed = {(r["type"], r["test"], r["depth"]): r for r in report["speed"]}
