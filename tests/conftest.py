@@ -130,7 +130,7 @@ POLAR_TYPES = TYPE_NAMES
 TOOLS = ("llama-cli", "llama-completion", "llama-perplexity", "llama-bench", "llama-server", "test-quantize-fns",
          "test-backend-ops", "polar-fa-routes", "polar-perturb-kld")
 REQUIRE_ALL = os.environ.get("LLAMA_POLAR_REQUIRE_ALL") == "1"
-NEEDS_LLAMA = {"bin_dir", "model_path", "text_path", "llama_tree"}
+NEEDS_LLAMA = {"bin_dir", "model_path", "gemma_path", "text_path", "llama_tree"}
 # test modules that read paths.LLAMA_TREE directly instead of through the llama_tree fixture
 MODULES_READING_THE_TREE = {"test_metal.py"}
 
@@ -177,21 +177,22 @@ def bin_dir() -> Path:
     return folder
 
 
+def _model(name: str, make_target: str) -> Path:
+    path = models.model_path(name)
+    if not path.exists():
+        missing(f"the model {path} is missing: get it with `make {make_target}`")
+    return path
+
+
 @pytest.fixture(scope="session")
 def model_path() -> Path:
-    path = models.model_path("smollm2")
-    if not path.exists():
-        missing(f"the model {path} is missing: get it with `make model`")
-    return path
+    return _model("smollm2", "model")
 
 
 @pytest.fixture(scope="session")
 def gemma_path() -> Path:
     """Gemma-3-270M: 5 of every 6 layers attend to their last 512 positions, in a sliding-window cache of their own."""
-    path = models.model_path("gemma3")
-    if not path.exists():
-        missing(f"the model {path} is missing: get it with `make gemma`")
-    return path
+    return _model("gemma3", "gemma")
 
 
 @pytest.fixture(scope="session")
