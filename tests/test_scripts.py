@@ -138,7 +138,7 @@ def test_report_writes_tables_and_plots(bin_dir, model_path, tmp_path):
     assert redone["quality"]["decode"]["command"].startswith("llama-polar report --redo decode")
     # only the batched run again (--redo long): the report's types and --configs, the rest (decode included) kept
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--redo", "long", "--ctx", "1024",
-                             "--chunks", "2", "--configs", "pq46/pq37+plain", "--out", str(out)],
+                             "--chunks", "1", "--configs", "pq46/pq37+plain", "--out", str(out)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     again = json.loads((out / "report.json").read_text())
