@@ -280,9 +280,9 @@ def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list
 
 
 def measure_decode(model: Path, text: Path, ctx: int, decode: list[str], centers: Path | None, progress) -> dict:
-    """The decode run: one chunk of ctx tokens at -ub 1, f16 (the base), q4_0 and each of `decode` besides."""
-    return measure_quality(model, text, 1, ctx, ["f16", "q4_0"], progress, [d for d in decode if d != "q4_0"],
-                           centers, ubatch=1)
+    """The decode run: one chunk of ctx tokens at -ub 1, f16 (the base), q4_0 and each of `decode` besides (which
+    the callers give without q4_0, as the report lists them)."""
+    return measure_quality(model, text, 1, ctx, ["f16", "q4_0"], progress, decode, centers, ubatch=1)
 
 
 def redo_run(report: dict, run: str, model: Path, text: Path, ctx: int, chunks: int, configs: list[str],
