@@ -257,7 +257,7 @@ def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list
     meta = polar_llama.model_metadata(str(model))
     runs = len(types) + len(configs)
     benches = bench_runs(types, depths, deep)
-    decode = [d for d in decode if d != "q4_0"]
+    decode = decode_configs(decode)
     steps = len(benches) + runs * (2 if short_chunks else 1) + (len(decode) + 2 if decode else 0)
     with tqdm(total=steps, unit="step", desc="report") as progress:
         quality = {"long": measure_quality(model, text, chunks, ctx, types, progress, configs, centers)}
@@ -279,9 +279,14 @@ def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list
             "quality": quality, "speed": speed, "memory": {"context": ctxs, "mib": mem}}
 
 
+def decode_configs(configs: list[str]) -> list[str]:
+    """The configurations a decode run scores besides q4_0, which it always runs: the report's "decode" list."""
+    return [c for c in configs if c != "q4_0"]
+
+
 def measure_decode(model: Path, text: Path, ctx: int, decode: list[str], centers: Path | None, progress) -> dict:
-    """The decode run: one chunk of ctx tokens at -ub 1, f16 (the base), q4_0 and each of `decode` besides (which
-    the callers give without q4_0, as the report lists them)."""
+    """The decode run: one chunk of ctx tokens at -ub 1, f16 (the base), q4_0 and each of `decode` besides (a
+    decode_configs list)."""
     return measure_quality(model, text, 1, ctx, ["f16", "q4_0"], progress, decode, centers, ubatch=1)
 
 
@@ -294,7 +299,7 @@ def redo_run(report: dict, run: str, model: Path, text: Path, ctx: int, chunks: 
     if (report["model"], report["text"]) != (model.name, text.name):
         raise ValueError(f"the report is of {report['model']} on {report['text']}, not {model.name} on {text.name}")
     if run == "decode":
-        configs = [c for c in configs if c != "q4_0"]
+        configs = decode_configs(configs)
         with tqdm(total=len(configs) + 2, unit="step", desc="decode") as progress:
             new = measure_decode(model, text, ctx, configs, centers, progress)
     else:
