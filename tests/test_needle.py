@@ -1,6 +1,7 @@
 """llama_polar.needle and `llama-polar needle`: the prompt hides the number where asked; a cache that reads the
 keys well finds it."""
 import json
+import os
 import subprocess
 import sys
 
@@ -38,12 +39,22 @@ def test_f16_and_pq46_find_the_needles_in_1024_tokens(bin_dir, model_path, text_
     found = {}
     for spec in ("f16", "pq46"):
         hits = [needle.find(model_path, cache_config.parse(spec), needle.prompt(text, needle.chars_for(1024), d, n),
-                            n, 1024, timeout=600)
+                            n, 1024)
                 for d, n in zip((0.1, 0.5, 0.9), needle.numbers(3))]
         assert all(h.n_prompt > 800 for h in hits), hits      # the text fills the context
         found[spec] = sum(h.found for h in hits)
+        # measured: the numbers' log-probabilities were -0.45 to -0.68 with both caches
+        assert all(-1.5 < h.logprob < 0 and h.answer == str(h.number) for h in hits), hits
     # measured: both find all three; f16 finding them is what makes the test mean something
     assert found == {"f16": 3, "pq46": 3}, found
+
+
+def test_a_cache_setting_is_in_the_environment_only_while_the_context_is_made(monkeypatch):
+    monkeypatch.setenv("LLAMA_KV_SINK_ROWS", "1")
+    monkeypatch.delenv("LLAMA_KV_RECENT_ROWS", raising=False)
+    with needle._environment({"LLAMA_KV_SINK_ROWS": "0", "LLAMA_KV_RECENT_ROWS": "8"}):
+        assert os.environ["LLAMA_KV_SINK_ROWS"] == "0" and os.environ["LLAMA_KV_RECENT_ROWS"] == "8"
+    assert os.environ["LLAMA_KV_SINK_ROWS"] == "1" and "LLAMA_KV_RECENT_ROWS" not in os.environ
 
 
 def test_the_command_prints_a_table_and_writes_json(bin_dir, model_path, tmp_path):
@@ -52,7 +63,7 @@ def test_the_command_prints_a_table_and_writes_json(bin_dir, model_path, tmp_pat
                              "512", "--depths", "0.5", "--configs", "f16,pq46+plain", "--json", str(out)],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "| cache | depth 0.5 | found |" in result.stdout and "| pq46+plain |" in result.stdout
+    assert "| cache | depth 0.5 | found | mean log-prob |" in result.stdout and "| pq46+plain |" in result.stdout
     data = json.loads(out.read_text())
     assert list(data["results"]) == ["f16", "pq46+plain"] and data["results"]["f16"][0]["depth"] == 0.5
 

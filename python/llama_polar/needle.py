@@ -1,24 +1,26 @@
 """A needle in a long text: one sentence carrying a five-digit number, placed at a depth of a stretch of the
-evaluation text, and the same sentence's beginning at the end; a cache finds the needle when greedy decoding
-completes the number. The model reads the whole stretch through the cache, so the number is retrieved from a key
-and value written thousands of positions earlier, and decode reads every position of the cache.
+evaluation text, and the same sentence's beginning at the end. The model reads the whole stretch through the cache
+(llama-cpp-python on the polar build, flash attention on, ubatches of 512 as llama-completion takes them), then the
+number's tokens one at a time as decoding reads them: the cache finds the needle when each is the model's first
+choice (what greedy decoding writes), and the number's log-probability says by how much it won or lost, which a
+found/missed count of a few prompts cannot.
 
     from llama_polar import needle
     p = needle.prompt(text, n_chars=24000, depth=0.5, number=48213)
-    hit = needle.find(model, cache_config.parse("pq46"), p, ctx=8192)     # Hit(number, answer, n_prompt, found)
+    hit = needle.find(model, cache_config.parse("pq46"), p, 48213, ctx=8192)
+    # Hit(number, answer, n_prompt, found, logprob)
 """
 from __future__ import annotations
 
 import os
 import random
-import re
-import subprocess
-import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .cache_config import CacheConfig
-from .paths import tool
 
 NEEDLE = "The secret number of the library is {number}."
 QUESTION = "\n\nThe secret number of the library is"
@@ -28,9 +30,10 @@ CHARS_PER_TOKEN = 3.0      # Paradise Lost: 3.34 characters per SmolLM2 token; f
 @dataclass(frozen=True)
 class Hit:
     number: int
-    answer: str       # what the model wrote after the question
-    n_prompt: int     # the prompt's tokens, as llama.cpp counted them
-    found: bool
+    answer: str       # the model's first choice at each of the number's tokens, as text
+    n_prompt: int     # the prompt's tokens
+    found: bool       # every one of the number's tokens was the first choice
+    logprob: float    # log-probability of the number's tokens, natural log
 
 
 def numbers(count: int, seed: int = 0) -> list[int]:
@@ -56,20 +59,44 @@ def chars_for(ctx: int, answer_tokens: int = 16) -> int:
     return int((ctx - answer_tokens - 32) * CHARS_PER_TOKEN)
 
 
+@contextmanager
+def _environment(env: dict[str, str]):
+    """env set while llama.cpp reads it (the cache's settings are read when a context is made), then put back."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def find(model: Path | str, config: CacheConfig, text: str, number: int, ctx: int, threads: int = 2,
-         timeout: float | None = None, centers: Path | None = None) -> Hit:
-    """Greedy decoding of the prompt text through the cache of config (llama-completion, flash attention on)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        prompt_file = Path(tmp) / "prompt.txt"
-        prompt_file.write_text(text)
-        cmd = [str(tool("llama-completion")), "-m", str(model), "-f", str(prompt_file), "-c", str(ctx), "-n", "8",
-               "--temp", "0", "-no-cnv", "--no-display-prompt", "-fa", "on", "-t", str(threads),
-               "-ctk", config.type_k, "-ctv", config.type_v]
-        out = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout,
-                             env={**os.environ, **config.env(centers)})
-    if out.returncode != 0:
-        raise RuntimeError(f"llama-completion failed for {config.spec}:\n{out.stderr[-2000:]}")
-    n_prompt = re.search(r"prompt eval time =.*?/\s*(\d+) tokens", out.stderr)
-    answer = out.stdout.strip()
-    digits = re.match(r"\s*(\d+)", answer)
-    return Hit(number, answer, int(n_prompt[1]) if n_prompt else 0, bool(digits) and int(digits[1]) == number)
+         centers: Path | None = None) -> Hit:
+    """The prompt text through the cache of config, then the number teacher-forced: its tokens' log-probability and
+    whether each was the first choice. A fresh context per prompt, so no state (centers, rows) carries over."""
+    from .llama import Llama        # loads llama.cpp: only when a needle is looked for
+
+    with _environment(config.env(centers)):
+        llm = Llama(model_path=str(model), n_ctx=ctx, n_batch=512, n_ubatch=512, n_threads=threads,
+                    n_threads_batch=threads, type_k=config.type_k, type_v=config.type_v, flash_attn=True,
+                    verbose=False)
+    try:
+        tokens = llm.tokenize(text.encode(), add_bos=True)
+        answer = llm.tokenize(f" {number}".encode(), add_bos=False, special=False)
+        if len(tokens) + len(answer) > ctx:
+            raise ValueError(f"the prompt's {len(tokens)} tokens and the answer's {len(answer)} exceed ctx {ctx}")
+        llm.eval(tokens)
+        logprob, firsts = 0.0, []
+        for t in answer:
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).astype(np.float64)
+            logprob += float(logits[t] - logits.max() - np.log(np.exp(logits - logits.max()).sum()))
+            firsts.append(int(logits.argmax()))
+            llm.eval([t])
+        shown = llm.detokenize(firsts).decode("utf-8", errors="replace")
+        return Hit(number, shown.strip(), len(tokens), firsts == answer, logprob)
+    finally:
+        llm.close()

@@ -1,6 +1,7 @@
 """A needle in a long text, per cache configuration: a sentence with a five-digit number at several depths of a
-stretch of the evaluation text that fills the context, and the sentence's beginning at the end; greedy decoding
-(llama-completion, flash attention on) finds the needle when it completes the number (llama_polar.needle).
+stretch of the evaluation text that fills the context, and the sentence's beginning at the end; a cache finds the
+needle when each of the number's tokens is the model's first choice, as greedy decoding would write it
+(llama_polar.needle). Each cell shows the number's log-probability too (0 is certain; -0.69 is even odds).
 
   llama-polar needle                                          # SmolLM2, 8192 tokens, f16, q4_0, pq46
   llama-polar needle --configs f16,q4_0,pq46/pq37 --depths 0.05,0.5,0.95 --ctx 4096
@@ -59,11 +60,12 @@ def main(argv=None, prog=None) -> int:
                 bar.update()
     n_prompt = max(h.n_prompt for hs in hits.values() for h in hs)
     print(f"model: {model.name}, text: {args.text.name}, prompts of {n_prompt} tokens, context {args.ctx}")
-    print("| cache | " + " | ".join(f"depth {d:g}" for d in depths) + " | found |")
-    print("|---|" + "---|" * (len(depths) + 1))
+    print("| cache | " + " | ".join(f"depth {d:g}" for d in depths) + " | found | mean log-prob |")
+    print("|---|" + "---|" * (len(depths) + 2))
     for spec, hs in hits.items():
-        cells = [("found" if h.found else f"no: {h.answer[:12]!r}") for h in hs]
-        print(f"| {spec} | " + " | ".join(cells) + f" | {sum(h.found for h in hs)}/{len(hs)} |")
+        cells = [("found" if h.found else f"no: {h.answer[:12]!r}") + f" ({h.logprob:.2f})" for h in hs]
+        mean = sum(h.logprob for h in hs) / len(hs)
+        print(f"| {spec} | " + " | ".join(cells) + f" | {sum(h.found for h in hs)}/{len(hs)} | {mean:.2f} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"model": model.name, "ctx": args.ctx, "n_prompt": n_prompt,
