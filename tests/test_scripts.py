@@ -150,6 +150,13 @@ def test_report_writes_tables_and_plots(bin_dir, model_path, tmp_path):
     assert (out / "report.md").read_text().count("Measured again on") == 2
 
 
+def test_types_per_layer_are_listed_once_whichever_run_measured_them():
+    from llama_polar.report import layer_types_list
+    decode, batched = [{"type": "q4_0"}, {"type": "pq27/pq25+L5=pq37/pq25"}], [{"type": "pq46+L0=pq27"}]
+    listed = [line for line in layer_types_list(decode + batched + decode) if line.startswith("- ")]
+    assert listed == ["- `pq27/pq25+L5=pq37/pq25`", "- `pq46+L0=pq27`"]
+
+
 def test_report_redo_needs_a_report_of_the_same_model(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--redo", "decode", "--decode",
                              "pq46", "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)

@@ -194,7 +194,7 @@ def markdown(report: dict, command: str) -> str:
               "the rows its ubatch quantized. Bits/value from the KV buffers llama.cpp allocated at this context, "
               "relative to f16's, exact rows and centers included.", ""]
     lines += quality_table(long["rows"], "bits")
-    lines += layer_types_list(long["rows"])
+    lines += layer_types_list((decode["rows"] if decode else []) + long["rows"])
     lines += ["", "![KLD against bits per value](kld_vs_bits.png)", ""]
     if short:
         lines += [f"## Quality at {short['ctx']} tokens ({short['chunks']} chunks)", "",
@@ -232,7 +232,7 @@ def quality_table(rows: list[dict], bits: str) -> list[str]:
 
 def layer_types_list(rows: list[dict]) -> list[str]:
     """The whole strings of the configurations a table names by their layer count (CacheConfig.label)."""
-    specs = [r["type"] for r in rows if cache_config.parse(r["type"]).layers]
+    specs = list(dict.fromkeys(r["type"] for r in rows if cache_config.parse(r["type"]).layers))
     if not specs:
         return []
     return ["", "The configurations with types per layer, as they run (`llama-polar recommend` prints them as a "
