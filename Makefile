@@ -5,6 +5,7 @@
 #   make patches-edit / patches-export   the patch series as git commits in llama.cpp-edit/, and back (patches/README.md)
 #   make report      the project's report (docs/report, about an hour), the README's tables from it, and the copy
 #                    llama-polar recommend ships with (python/llama_polar/report.json)
+#   make report-gemma3  Gemma-3-270M's report (docs/report-gemma3, about 40 minutes) and its copy for recommend --model
 #   LLAMA_CMAKE_FLAGS="..." adds CMake options to the first configure (e.g. -DGGML_METAL=ON on a Mac)
 PYTHON    ?= python3
 VENV      := .venv
@@ -16,7 +17,7 @@ BUILD     := build
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-completion llama-quantize test-quantize-fns test-backend-ops ggml-rpc-server polar-fa-routes polar-perturb-kld
 
-.PHONY: all venv source native llama model gemma text patches-edit patches-export patches-check codebooks check-codebooks metal-check test-metal-emu test test-quick demo report clean
+.PHONY: all venv source native llama model gemma text patches-edit patches-export patches-check codebooks check-codebooks metal-check test-metal-emu test test-quick demo report report-gemma3 clean
 
 all: llama
 
@@ -102,13 +103,22 @@ LAYERS_425 := pq46/pq42+L0=pq27+L1=pq46+L2=pq42+L3=pq46+L4=pq32/pq37+L5=pq46/pq2
 LAYERS_375 := pq42/pq32+L0=pq27+L1=pq42+L2=pq37/pq32+L3=pq42+L4=pq27/pq32+L5-6=pq42/pq27+L7=pq37/pq27+L10=pq46/pq32+L11=pq32/pq42+L12=pq37/pq32+L13=pq46/pq37+L16=pq42+L17-19=pq46/pq42+L20=pq46/pq37+L22=pq42+L23=pq46/pq42+L25=pq32/pq27+L27=pq32+L28=pq32/pq27+L29=pq27/pq32
 # the recommended configurations (llama-polar recommend at 4.25, 3.75, 3.25 and 2.75 bits), batched and in decode
 # (-ub 1), and in decode the pairs they were chosen over
-RECOMMENDED := pq42/pq37,pq42/pq27,pq32/pq27,pq27/pq25+recent48
-REPORT_ARGS ?= --types f16,q8_0,q4_0,pq46 --configs $(RECOMMENDED) --decode pq46,$(RECOMMENDED),pq37/pq32,pq25/pq25 \
+RECOMMENDED := pq42/pq37,pq42/pq27,pq37/pq25+recent48,pq27/pq25+recent48
+REPORT_ARGS ?= --types f16,q8_0,q4_0,pq46 --configs $(RECOMMENDED) --decode pq46,$(RECOMMENDED),pq46/pq25,pq32/pq27 \
 	--short-chunks 2 --depths 0,8192 --deep f16,pq46,$(RECOMMENDED) --reps 1
 report: venv llama model text
 	$(VENV)/bin/llama-polar report $(REPORT_ARGS) --out docs/report
 	$(VENV)/bin/llama-polar report --out docs/report --readme README.md
 	cp docs/report/report.json python/llama_polar/report.json
+
+# Gemma-3-270M in decode at 8192 tokens, for llama-polar recommend --model (its types per layer at 3.25 bits:
+# docs/measurements.md; the batched run, which a report has, only f16 and q4_0); about 40 minutes on two cores
+GEMMA3_325 := pq27/pq25+L5=pq37/pq25+L11=pq42/pq25+L17=pq32/pq25
+GEMMA3_CONFIGS := pq42/pq37,pq42/pq27,$(GEMMA3_325),pq25/pq25
+report-gemma3: venv llama gemma text
+	$(VENV)/bin/llama-polar report --model gemma3 --types f16,q4_0 \
+		--decode $(GEMMA3_CONFIGS) --chunks 1 --short-chunks 0 --depths 0 --reps 1 --out docs/report-gemma3
+	cp docs/report-gemma3/report.json python/llama_polar/report-gemma3.json
 
 clean:
 	rm -rf $(BUILD) build-native build-metal-emu

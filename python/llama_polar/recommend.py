@@ -1,7 +1,8 @@
 """What to run for a budget of bits per value: the measured configuration with the lowest mean KLD within it.
 
 The measurements are a report's (llama-polar report; the package carries the project's own, `report.json` beside this
-module, a copy `make report` keeps of docs/report/report.json): its decode table (long context, token by token, as
+module, a copy `make report` keeps of docs/report/report.json, and one per other model it measured,
+`report-<name>.json`, which packaged() finds by the model's file name): its decode table (long context, token by token, as
 generation reads the cache), else its long-context batched one, bits per value from the KV buffers llama.cpp
 allocated. A configuration string (llama_polar.cache_config) becomes what a shell runs: its
 environment assignments, then llama.cpp's cache arguments.
@@ -12,6 +13,7 @@ environment assignments, then llama.cpp's cache arguments.
 """
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,16 @@ from pathlib import Path
 from . import cache_config
 from .report import headline_run
 
-PACKAGED = Path(__file__).with_name("report.json")
+PACKAGED = Path(__file__).with_name("report.json")      # SmolLM2-135M's, the default
+
+
+def packaged(model_name: str | None = None) -> Path:
+    """The shipped report of the model file model_name (report*.json beside this module), else PACKAGED."""
+    if model_name:
+        for path in sorted(PACKAGED.parent.glob("report*.json")):
+            if json.loads(path.read_text()).get("model") == model_name:
+                return path
+    return PACKAGED
 
 
 @dataclass(frozen=True)

@@ -344,7 +344,8 @@ def readme_tables(report: dict, source: str) -> dict[str, str]:
     longest context the report measured), "speed" (ratios at the deepest depth, and decode at depth 0 vs q4_0) and
     "choose" (what llama-polar recommend picks for a few budgets)."""
     run, bits = headline_run(report)
-    quality = [f"From [{source}]({source}) ({report['date']}, {report['model']}, {report['text']}, "
+    when = f"measured again {run['date']} on {run['machine']}" if "date" in run else report["date"]
+    quality = [f"From [{source}]({source}) ({when}, {report['model']}, {report['text']}, "
                f"{run_words(run)}):", "", *quality_table(run["rows"], bits)]
     long = quality_runs(report).get("long")
     if long is not None and long is not run:

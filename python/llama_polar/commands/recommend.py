@@ -8,7 +8,7 @@ assignments then llama.cpp's cache arguments, for llama-cli, llama-server, llama
   llama-polar recommend --bits 3.75 --model my-model.gguf                     # types per layer for your model
 
 The measurements default to the project's report (SmolLM2-135M at 8192 tokens, read token by token as generation
-reads the cache), shipped with the package;
+reads the cache), shipped with the package beside a report of Gemma-3-270M (for --model gemma-3-270m-q4_k_m.gguf);
 `llama-polar report --out DIR` measures another model or text, and --report reads what it wrote.
 
 Types per layer (LLAMA_KV_LAYER_TYPES) are chosen for one model. With --model the report's configurations with types
@@ -30,8 +30,9 @@ from llama_polar.report import run_words
 def main(argv=None, prog=None) -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bits", type=float, required=True, help="the budget: bits per cached value, K and V averaged")
-    ap.add_argument("--report", type=Path, default=recommend.PACKAGED,
-                    help="a report.json of llama-polar report (default: the project's, shipped with the package)")
+    ap.add_argument("--report", type=Path,
+                    help="a report.json of llama-polar report (default: the project's, shipped with the package: "
+                         "the one of --model's file where there is one, else SmolLM2-135M's)")
     ap.add_argument("--centers", type=Path,
                     help="calibrated key centers of the model (llama-polar calibrate): +calib configurations compete too")
     ap.add_argument("--model", type=Path, help="the GGUF model the configuration is for: types per layer compete")
@@ -44,6 +45,7 @@ def main(argv=None, prog=None) -> int:
         ap.error(f"--bits must be positive, not {args.bits:g}")
     if args.model is not None and not args.model.is_file():
         ap.error(f"--model {args.model}: no such file")
+    args.report = args.report or recommend.packaged(args.model.name if args.model else None)
     try:
         report = json.loads(args.report.read_text())
         same_model = args.model is not None and args.model.name == report["model"]
