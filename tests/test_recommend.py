@@ -104,6 +104,21 @@ def test_bad_budgets_and_files_are_clear_errors(args, rc, message):
 
 def test_the_packaged_measurements_are_the_projects_report():
     assert recommend.PACKAGED.read_bytes() == (ROOT / "docs" / "report" / "report.json").read_bytes()
+    gemma = recommend.PACKAGED.with_name("report-gemma3.json")
+    assert gemma.read_bytes() == (ROOT / "docs" / "report-gemma3" / "report.json").read_bytes()
+    assert recommend.packaged(json.loads(gemma.read_text())["model"]) == gemma
+    assert recommend.packaged("other.gguf") == recommend.packaged(None) == recommend.PACKAGED
+
+
+def test_gemma3_gets_its_own_measured_types_per_layer(gemma_path):
+    report = json.loads(recommend.packaged(gemma_path.name).read_text())
+    assert report["model"] == gemma_path.name
+    best = recommend.choose(recommend.candidates(report, per_layer=True), 3.25)
+    assert cache_config.parse(best.spec).layers     # measured: within 3.25 bits, types per layer are Gemma-3's best
+    result = polar("--bits", "3.25", "--model", str(gemma_path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"measured: {gemma_path.name}") and lines[-1] == recommend.fragment(best.spec)
 
 
 def test_types_per_layer_compete_only_for_the_report_s_model(tmp_path):
