@@ -5,7 +5,7 @@
 #   make patches-edit / patches-export   the patch series as git commits in llama.cpp-edit/, and back (patches/README.md)
 #   make report      the project's report (docs/report, about an hour), the README's tables from it, and the copy
 #                    llama-polar recommend ships with (python/llama_polar/report.json)
-#   make report-gemma3  Gemma-3-270M's report (docs/report-gemma3, about 40 minutes) and its copy for recommend --model
+#   make report-gemma3  Gemma-3-270M's report (docs/report-gemma3, about 20 minutes) and its copy for recommend --model
 #   LLAMA_CMAKE_FLAGS="..." adds CMake options to the first configure (e.g. -DGGML_METAL=ON on a Mac)
 PYTHON    ?= python3
 VENV      := .venv
@@ -112,7 +112,7 @@ report: venv llama model text
 	cp docs/report/report.json python/llama_polar/report.json
 
 # Gemma-3-270M in decode at 8192 tokens, for llama-polar recommend --model (its types per layer at 3.25 bits:
-# docs/measurements.md; the batched run, which a report has, only f16 and q4_0); about 40 minutes on two cores
+# docs/measurements.md; the batched run, which a report has, only f16 and q4_0); about 20 minutes on two cores
 GEMMA3_325 := pq27/pq25+L5=pq37/pq25+L11=pq42/pq25+L17=pq32/pq25
 GEMMA3_CONFIGS := pq42/pq37,pq42/pq27,$(GEMMA3_325),pq25/pq25
 report-gemma3: venv llama gemma text
