@@ -78,7 +78,8 @@ def find(model: Path | str, config: CacheConfig, text: str, number: int, ctx: in
          centers: Path | None = None) -> Hit:
     """The prompt text through the cache of config, then the number teacher-forced: its tokens' log-probability and
     whether each was the first choice. A fresh context per prompt, so no state (centers, rows) carries over."""
-    from .llama import Llama        # loads llama.cpp: only when a needle is looked for
+    from .llama import Llama, llama_cpp     # loads llama.cpp: only when a needle is looked for
+    from .simulate import log_softmax
 
     with _environment(config.env(centers)):
         llm = Llama(model_path=str(model), n_ctx=ctx, n_batch=512, n_ubatch=512, n_threads=threads,
@@ -91,11 +92,12 @@ def find(model: Path | str, config: CacheConfig, text: str, number: int, ctx: in
             raise ValueError(f"the prompt's {len(tokens)} tokens and the answer's {len(answer)} exceed ctx {ctx}")
         llm.eval(tokens)
         logprob, firsts = 0.0, []
-        for t in answer:
-            logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).astype(np.float64)
-            logprob += float(logits[t] - logits.max() - np.log(np.exp(logits - logits.max()).sum()))
+        for i, t in enumerate(answer):
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+            logprob += float(log_softmax(logits.astype(np.float64))[t])
             firsts.append(int(logits.argmax()))
-            llm.eval([t])
+            if i + 1 < len(answer):         # the next token's logits; none are read after the last
+                llm.eval([t])
         shown = llm.detokenize(firsts).decode("utf-8", errors="replace")
         return Hit(number, shown.strip(), len(tokens), firsts == answer, logprob)
     finally:

@@ -56,7 +56,10 @@ def main(argv=None, prog=None) -> int:
             bar.set_postfix_str(c.spec)
             hits[c.spec] = []
             for _, number, p in prompts:
-                hits[c.spec].append(needle.find(model, c, p, number, args.ctx, args.threads))
+                try:
+                    hits[c.spec].append(needle.find(model, c, p, number, args.ctx, args.threads))
+                except ValueError as e:      # a prompt the context cannot hold, a cache the model cannot take
+                    ap.error(f"{c.spec}: {e}")
                 bar.update()
     n_prompt = max(h.n_prompt for hs in hits.values() for h in hs)
     print(f"model: {model.name}, text: {args.text.name}, prompts of {n_prompt} tokens, context {args.ctx}")
