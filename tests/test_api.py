@@ -7,7 +7,7 @@ from llama_polar import native, paths
 
 
 def test_registry_attributes():
-    assert set(llama_polar.TYPES) == {"pq38p", "pq25", "pq27", "pq32", "pq37", "pq42", "pq46", "pqk1"}
+    assert set(llama_polar.TYPES) == {"pq38p", "pq22", "pq25", "pq27", "pq32", "pq37", "pq42", "pq46", "pqk1"}
     for name, t in llama_polar.TYPES.items():
         assert t.name == name
         assert t.block_size == 64
@@ -18,7 +18,7 @@ def test_registry_attributes():
     assert (paper.group_size, paper.level_bits, paper.radius_format) == (16, (4, 2, 2, 2), "fp16")
     assert paper.bits_per_value == 3.875 and paper.type_size == 31
     assert llama_polar.TYPES["pqk1"].bits_per_value == 1.125
-    assert [llama_polar.TYPES[n].bits_per_value for n in ("pq25", "pq27", "pq32", "pq37", "pq42")] == [2.5, 2.75, 3.25, 3.75, 4.25]
+    assert [llama_polar.TYPES[n].bits_per_value for n in ("pq22", "pq25", "pq27", "pq32", "pq37", "pq42")] == [2.25, 2.5, 2.75, 3.25, 3.75, 4.25]
 
 
 def test_level_bits_account_for_every_bit():

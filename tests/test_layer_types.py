@@ -113,12 +113,12 @@ def test_the_predicted_kld_falls_with_the_budget():
 
 
 def test_a_budget_below_the_cheapest_configuration_is_a_clear_error():
-    # at 8192 tokens: pq25 (the family's cheapest), a sink row and the default window of 64 rows on each side, the
+    # at 8192 tokens: pq22 (the family's cheapest), a sink row and the default window of 64 rows on each side, the
     # centers; at 2048 no window
-    with pytest.raises(ValueError, match="2.6 bits/value at 8192 tokens: the cheapest configuration, pq25, takes 2.631"):
-        layer_types.allocate(synthetic(), 2.6, n_ctx=8192)
-    with pytest.raises(ValueError, match="2.5 bits/value at 2048 tokens: the cheapest configuration, pq25, takes 2.523"):
-        layer_types.allocate(synthetic(), 2.5, n_ctx=2048)
+    with pytest.raises(ValueError, match="2.35 bits/value at 8192 tokens: the cheapest configuration, pq22, takes 2.381"):
+        layer_types.allocate(synthetic(), 2.35, n_ctx=8192)
+    with pytest.raises(ValueError, match="2.25 bits/value at 2048 tokens: the cheapest configuration, pq22, takes 2.273"):
+        layer_types.allocate(synthetic(), 2.25, n_ctx=2048)
 
 
 def test_spec_of_groups_consecutive_layers_and_keeps_the_commonest_pair():

@@ -238,6 +238,10 @@ class PolarTree(PolarQuant):
         return val.reshape(n_blocks, BLOCK)
 
 
+class PQ22(PolarTree, name="pq22"):
+    description = "rate-optimised, 64-value groups"
+
+
 class PQ25(PolarTree, name="pq25"):
     description = "rate-optimised, 64-value groups"
 
