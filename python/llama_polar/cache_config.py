@@ -44,6 +44,8 @@ LAYER_MODIFIER = r"L(\d+)(?:-(\d+))?=([^/]+)(?:/(.+))?"     # LA[-B]=K[/V]: laye
 ONLINE_KEYS = 64            # the build's online center: the mean of this many keys after the sink rows
 DEFAULT_RECENT = 64         # the build's recent window for a centered polar K cache ...
 DEFAULT_RECENT_CELLS = 4096  # ... whose sequences have at least this many cells each (it costs <= 0.25 bits/value)
+DEFAULT_RECENT_SWA = 16     # a sliding-window cache's (Gemma-3's local layers) ...
+DEFAULT_RECENT_SWA_CELLS = 512  # ... from this many cells per sequence
 
 
 def type_bits(name: str) -> float:

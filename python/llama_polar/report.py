@@ -175,7 +175,9 @@ def markdown(report: dict, command: str) -> str:
     lines = [f"# KV-cache types on {report['model']}", "",
              f"Measured on {report['machine']}, {report['date']}, with `{command}`.", ""]
     if decode:
-        window = (f", and at {decode['ctx']} tokens its last {cache_config.DEFAULT_RECENT} positions"
+        window = (f", and at {decode['ctx']} tokens its last {cache_config.DEFAULT_RECENT} positions, "
+                  f"{cache_config.DEFAULT_RECENT_SWA} in a sliding-window cache of at least "
+                  f"{cache_config.DEFAULT_RECENT_SWA_CELLS} cells per sequence"
                   if decode["ctx"] >= cache_config.DEFAULT_RECENT_CELLS else "")
         lines += [f"## Quality in decode at {decode['ctx']} tokens ({report['text']}, {run_words(decode)})", ""]
         lines += measured_again(decode)
