@@ -62,8 +62,8 @@ FAMILY_RADIUS = RADIUS_FP16
 # The rate-optimised family: (name, largest bits/value allowed, ggml id). The name is floor(10 * bits/value).
 # pq25 (2026-12-05) is for budgets under 2.75 bits/value at 8K with the exact rows counted; pq22 (2026-12-06) is for
 # the values and Gemma-3's sliding-window layers, whose bits pay for the keys of its global layers.
-FAMILY = [("pq22", 2.25, 51), ("pq25", 2.5, 50), ("pq27", 2.75, 43), ("pq32", 3.25, 44), ("pq37", 3.75, 45), ("pq42", 4.25, 47),
-          ("pq46", 4.625, 48)]
+FAMILY = [("pq22", 2.25, 51), ("pq25", 2.5, 50), ("pq27", 2.75, 43), ("pq32", 3.25, 44), ("pq37", 3.75, 45),
+          ("pq42", 4.25, 47), ("pq46", 4.625, 48)]
 # The paper's configuration: groups of 16, bits 4/2/2/2, fp16 radius per group.
 PAPER = ("pq38p", (4, 2, 2, 2), RADIUS_FP16, 46)
 # The MLX page's key mode: one bit per hyperspherical angle, 8-bit norm.
