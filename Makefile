@@ -101,10 +101,14 @@ demo: venv llama model text
 # SmolLM2's types per layer at 4.25 and 3.75 bits (llama_polar.layer_types.allocate; docs/measurements.md)
 LAYERS_425 := pq46/pq42+L0=pq27+L1=pq46+L2=pq42+L3=pq46+L4=pq32/pq37+L5=pq46/pq27+L6-7=pq46/pq32+L8=pq46/pq37+L11=pq42/pq46+L12=pq42+L16-20=pq46+L22-23=pq46+L25=pq42/pq37+L27=pq42+L28=pq42/pq27+L29=pq32/pq37
 LAYERS_375 := pq42/pq32+L0=pq27+L1=pq42+L2=pq37/pq32+L3=pq42+L4=pq27/pq32+L5-6=pq42/pq27+L7=pq37/pq27+L10=pq46/pq32+L11=pq32/pq42+L12=pq37/pq32+L13=pq46/pq37+L16=pq42+L17-19=pq46/pq42+L20=pq46/pq37+L22=pq42+L23=pq46/pq42+L25=pq32/pq27+L27=pq32+L28=pq32/pq27+L29=pq27/pq32
+# 2.75 bits with types per layer: pq22 values, the keys of the five layers whose keys cost most (measurements.md,
+# "Types per layer": 10 and 18, then 19, 20, 23) in more bits
+SMOL_275_LAYERS := pq27/pq22+recent48+L10=pq46/pq22+L18=pq46/pq22+L19-20=pq42/pq22+L23=pq42/pq22
 # the recommended configurations (llama-polar recommend at 4.25, 3.75, 3.25 and 2.75 bits), batched and in decode
 # (-ub 1), and in decode the pairs they were chosen over
-RECOMMENDED := pq42/pq37,pq42/pq27,pq37/pq25+recent48,pq27/pq25+recent48
-REPORT_ARGS ?= --types f16,q8_0,q4_0,pq46 --configs $(RECOMMENDED) --decode pq46,$(RECOMMENDED),pq46/pq25,pq32/pq27 \
+RECOMMENDED := pq42/pq37,pq46/pq27+recent28,pq37/pq25+recent48,pq27/pq25+recent48
+REPORT_ARGS ?= --types f16,q8_0,q4_0,pq46 --configs $(RECOMMENDED) \
+	--decode pq46,$(RECOMMENDED),pq42/pq27,pq46/pq25,pq32/pq27,$(SMOL_275_LAYERS) \
 	--short-chunks 2 --depths 0,8192 --deep f16,pq46,$(RECOMMENDED) --reps 1
 report: venv llama model text
 	$(VENV)/bin/llama-polar report $(REPORT_ARGS) --out docs/report

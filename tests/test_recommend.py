@@ -170,6 +170,9 @@ def test_the_readme_table_shows_the_report_s_own_layer_types_apart():
         r.update(ppl=10.0, top=90.0)
     assert "With `--model`" not in readme_tables(report, "r.md")["choose"]
     report["quality"]["long"]["rows"].append({**row("pq42/pq32+L10=pq46/pq32", 3.74, 0.03), "ppl": 10.0, "top": 90.0})
-    uniform, own = readme_tables(report, "r.md")["choose"].split("With `--model` m.gguf, its own types per layer")
+    uniform, own = readme_tables(report, "r.md")["choose"].split("With `--model` m.gguf its own types per layer")
     assert "| 3.75 | `-ctk pq32 -ctv pq32 -fa on` |" in uniform and "LLAMA_KV_LAYER_TYPES" not in uniform
+    # only the budgets where they win: the others would repeat the uniform table's rows
+    assert "win at 3.75 bits/value" in own
     assert "| 3.75 | `LLAMA_KV_LAYER_TYPES=10=pq46/pq32 -ctk pq42 -ctv pq32 -fa on` | 3.740 | 0.0300 | 0.50x |" in own
+    assert [line.split("|")[1].strip() for line in own.splitlines() if line.startswith("| ")][1:] == ["3.75"]

@@ -81,6 +81,18 @@ def fragment(spec: str, centers: Path | str | None = None) -> str:
 BUDGETS = (4.75, 4.25, 3.75, 3.25, 2.75)   # the README's table: about q4_0's size, then the budgets issue 17 sets
 
 
+def won_per_layer(report: dict, budgets=BUDGETS) -> list[float]:
+    """The budgets at which the report's configurations with types per layer win: what --model picks there is not
+    what the plain command picks."""
+    def pick(rows: list[Candidate], budget: float) -> str | None:
+        try:
+            return choose(rows, budget).spec
+        except ValueError:
+            return None
+    plain, own = candidates(report), candidates(report, per_layer=True)
+    return [b for b in budgets if pick(plain, b) != pick(own, b)]
+
+
 def table(report: dict, budgets=BUDGETS, per_layer: bool = False) -> list[str]:
     """Markdown rows: for each budget, what choose() picks and its figures (the README's "Choosing a type");
     per_layer: the report's configurations with types per layer compete (what --model picks for its model)."""

@@ -367,12 +367,13 @@ def readme_tables(report: dict, source: str) -> dict[str, str]:
         if t != "f16":
             rows.append(f"| {cache_config.parse(t).label} | {ratio(t, 'pp512', depth, 'vs_f16')} | "
                         f"{ratio(t, 'tg64', depth, 'vs_f16')} | {ratio(t, 'tg64', 0, 'vs_q4_0')} |")
-    from .recommend import table       # recommend reads reports: imported here, not at the top
+    from .recommend import table, won_per_layer     # recommend reads reports: imported here, not at the top
     choose = [f"What `llama-polar recommend --bits B` picks from the report below ({run_words(run)}):", "",
               *table(report)]
-    if any(cache_config.parse(r["type"]).layers for r in run["rows"]):
-        choose += ["", f"With `--model` {report['model']}, its own types per layer compete too:", "",
-                   *table(report, per_layer=True)]
+    won = won_per_layer(report)
+    if won:
+        choose += ["", f"With `--model` {report['model']} its own types per layer compete too, and win at "
+                   f"{', '.join(f'{b:g}' for b in won)} bits/value:", "", *table(report, won, per_layer=True)]
     return {"quality": "\n".join(quality), "speed": "\n".join(rows), "choose": "\n".join(choose)}
 
 
