@@ -59,7 +59,7 @@ def main(argv=None, prog=None) -> int:
     ratio = f", {best.vs_q4_0:.2f}x q4_0's" if best.vs_q4_0 is not None else ""
     tail = f", 99.9th percentile {best.kld_p999:.3f}" if best.kld_p999 is not None else ""
     print(f"measured: {report['model']}, {report['text']}, {run_words(run)} "
-          f"({report['date']}, {args.report.name})")
+          f"({run.get('date', report['date'])}, {args.report.name})")
     print(f"{best.spec}: {best.bits:.3f} bits/value, mean KLD {best.kld:.4f}{ratio}{tail}")
     if best.vs_q4_0 is not None and best.vs_q4_0 > 1:
         print(f"note: worse than q4_0 (4.5 bits/value): within {args.bits:g} bits nothing measured beats it")
