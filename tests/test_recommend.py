@@ -39,8 +39,9 @@ def test_ratios_are_to_q4_0_of_the_long_run_and_calibrated_needs_centers():
 def test_a_decode_run_is_what_recommendations_and_the_readme_quote(tmp_path):
     # decode (-ub 1) reads the cache as generation does: where a report has it, it is the measurement
     report = json.loads(json.dumps(REPORT))
-    report["quality"]["decode"] = {"ctx": 8192, "chunks": 1, "ubatch": 1, "date": "2026-12-06", "machine": "cpu", "rows": [
-        row("f16", 16, 0), row("q4_0", 4.5, 0.06), row("pq42/pq37", 4.13, 0.012), row("pq37/pq32", 3.63, 0.02)]}
+    report["quality"]["decode"] = {"ctx": 8192, "chunks": 1, "ubatch": 1, "date": "2026-12-06", "machine": "cpu",
+                                   "rows": [row("f16", 16, 0), row("q4_0", 4.5, 0.06), row("pq42/pq37", 4.13, 0.012),
+                                            row("pq37/pq32", 3.63, 0.02)]}
     best = recommend.choose(recommend.candidates(report), 4.0)
     assert best.spec == "pq37/pq32" and best.vs_q4_0 == pytest.approx(1 / 3)
     path = tmp_path / "report.json"

@@ -81,16 +81,19 @@ def fragment(spec: str, centers: Path | str | None = None) -> str:
 BUDGETS = (4.75, 4.25, 3.75, 3.25, 2.75)   # the README's table: about q4_0's size, then the budgets issue 17 sets
 
 
+def fitting(rows: list[Candidate], budget: float) -> Candidate | None:
+    """choose(), with None where nothing fits (a table's empty row)."""
+    try:
+        return choose(rows, budget)
+    except ValueError:
+        return None
+
+
 def won_per_layer(report: dict, budgets=BUDGETS) -> list[float]:
     """The budgets at which the report's configurations with types per layer win: what --model picks there is not
     what the plain command picks."""
-    def pick(rows: list[Candidate], budget: float) -> str | None:
-        try:
-            return choose(rows, budget).spec
-        except ValueError:
-            return None
     plain, own = candidates(report), candidates(report, per_layer=True)
-    return [b for b in budgets if pick(plain, b) != pick(own, b)]
+    return [b for b in budgets if fitting(plain, b) != fitting(own, b)]
 
 
 def table(report: dict, budgets=BUDGETS, per_layer: bool = False) -> list[str]:
@@ -99,9 +102,8 @@ def table(report: dict, budgets=BUDGETS, per_layer: bool = False) -> list[str]:
     rows = candidates(report, per_layer=per_layer)
     out = ["| budget, bits/value | run | bits/value | mean KLD | vs q4_0 |", "|---:|---|---:|---:|---:|"]
     for budget in budgets:
-        try:
-            best = choose(rows, budget)
-        except ValueError:
+        best = fitting(rows, budget)
+        if best is None:
             out.append(f"| {budget:g} | nothing measured fits | | | |")
             continue
         ratio = f"{best.vs_q4_0:.2f}x" if best.vs_q4_0 is not None else "-"
