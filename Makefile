@@ -118,8 +118,10 @@ report: venv llama model text
 # Gemma-3-270M in decode at 8192 tokens, for llama-polar recommend --model (its types per layer at 3.25 and 2.75
 # bits: docs/measurements.md; the batched run, which a report has, only f16 and q4_0); about 20 minutes on two cores
 GEMMA3_325 := pq27/pq25+L5=pq37/pq25+L11=pq42/pq25+L17=pq32/pq25
-GEMMA3_275 := pq22/pq22+L5=pq32/pq22+L11=pq37/pq22+sink0
-GEMMA3_CONFIGS := pq42/pq37,pq42/pq27,$(GEMMA3_325),$(GEMMA3_275)
+GEMMA3_275 := pq25/pq22+L5=pq32/pq22+L11=pq32/pq22+L17=pq22/pq22+sink0
+# and beside it, more bits in the sliding-window layers' keys, fewer in one global layer's (measured, not chosen)
+GEMMA3_275_TRIED := pq27/pq22+L5=pq32/pq22+L11=pq27/pq22+L17=pq22/pq22+sink0,pq27/pq22+L5=pq27/pq22+L11=pq32/pq22+L17=pq22/pq22+sink0
+GEMMA3_CONFIGS := pq42/pq37,pq42/pq27,$(GEMMA3_325),$(GEMMA3_275),$(GEMMA3_275_TRIED)
 report-gemma3: venv llama gemma text
 	$(VENV)/bin/llama-polar report --model gemma3 --types f16,q4_0 \
 		--decode $(GEMMA3_CONFIGS) --chunks 1 --short-chunks 0 --depths 0 --reps 1 --out docs/report-gemma3
