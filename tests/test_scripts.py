@@ -99,7 +99,7 @@ def test_report_writes_tables_and_plots(bin_dir, model_path, tmp_path):
     assert re.search(r"^\| pq46/pq37\+plain \| 4\.188" + row, short, flags=re.M), short
     # types per layer: named by their count in the tables, the whole string listed below the long table
     assert re.search(r"^\| pq46\+3 layers' types \| 4\.\d{3}" + row, long, flags=re.M), long
-    assert "- `pq46+L0-1=pq27+L5=pq37`" in long
+    assert "1. `pq46+L0-1=pq27+L5=pq37`" in long
     assert re.search(r"^\| pq46 \| tg64 \| 0 \| [\d.]+ ± [\d.]+ \| [\d.]+x \| [\d.]+x \|$", md, flags=re.M), md
     for png in ("kld_vs_bits.png", "speed_vs_depth.png", "kv_memory.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -151,10 +151,19 @@ def test_report_writes_tables_and_plots(bin_dir, model_path, tmp_path):
 
 
 def test_types_per_layer_are_listed_once_whichever_run_measured_them():
-    from llama_polar.report import layer_types_list
-    decode, batched = [{"type": "q4_0"}, {"type": "pq27/pq25+L5=pq37/pq25"}], [{"type": "pq46+L0=pq27"}]
-    listed = [line for line in layer_types_list(decode + batched + decode) if line.startswith("- ")]
-    assert listed == ["- `pq27/pq25+L5=pq37/pq25`", "- `pq46+L0=pq27`"]
+    from llama_polar.report import display_names, layer_types_list
+    decode, batched = ["q4_0", "pq27/pq25+L5=pq37/pq25"], ["pq46+L0=pq27"]
+    listed = [line for line in layer_types_list(display_names(decode + batched + decode)) if line[:1].isdigit()]
+    assert listed == ["1. `pq27/pq25+L5=pq37/pq25`", "2. `pq46+L0=pq27`"]
+
+
+def test_configurations_whose_labels_would_be_the_same_are_numbered_as_their_list():
+    from llama_polar.report import display_names, layer_types_list
+    same = ["pq27/pq22+L5=pq32/pq22+L11=pq27/pq22", "pq27/pq22+L5=pq27/pq22+L11=pq32/pq22"]
+    names = display_names(["q4_0", "pq25/pq22+L5=pq32", *same])
+    assert names["q4_0"] == "q4_0" and names["pq25/pq22+L5=pq32"] == "pq25/pq22+1 layers' types"
+    assert [names[s] for s in same] == ["pq27/pq22+2 layers' types [2]", "pq27/pq22+2 layers' types [3]"]
+    assert layer_types_list(names)[-2:] == [f"2. `{same[0]}`", f"3. `{same[1]}`"]
 
 
 def test_report_redo_needs_a_report_of_the_same_model(tmp_path):

@@ -111,7 +111,7 @@ def save(fig, out: Path, name: str) -> str:
     return name
 
 
-def kld_panel(ax, run: dict) -> None:
+def kld_panel(ax, run: dict, names: dict[str, str]) -> None:
     """One quality run's mean KLD against bits per value, log scale, with its frontier; names only on the frontier
     and for upstream's types, so that they do not stack (the tables have every point)."""
     q = [r for r in run["rows"] if r["type"] != "f16" and r["kld"] > 0]
@@ -125,7 +125,7 @@ def kld_panel(ax, run: dict) -> None:
         ax.scatter([r["bits"] for r in pts], [r["kld"] for r in pts], marker=marker, color=color, label=group)
         for r in pts:
             if (r["bits"], r["kld"]) in hull or group == "upstream":
-                ax.annotate(cache_config.parse(r["type"]).label, (r["bits"], r["kld"]), textcoords="offset points",
+                ax.annotate(names[r["type"]], (r["bits"], r["kld"]), textcoords="offset points",
                             xytext=(5, -3), fontsize=8)
     ax.plot([b for b, _ in hull], [k for _, k in hull], "k--", lw=0.8, label="frontier")
     ax.set_yscale("log")
@@ -137,11 +137,11 @@ def plot(report: dict, out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    files = []
+    files, names = [], report_names(report)
     runs = [report["quality"][name] for name in ("decode", "long") if name in report["quality"]]
     fig, axes = plt.subplots(1, len(runs), figsize=(7 * len(runs), 4.5), squeeze=False)
     for ax, run in zip(axes[0], runs):
-        kld_panel(ax, run)
+        kld_panel(ax, run, names)
     fig.suptitle(f"{report['model']}: quality per bit")
     files.append(save(fig, out, "kld_vs_bits.png"))
 
@@ -153,7 +153,7 @@ def plot(report: dict, out: Path) -> list[str]:
             pts = sorted((r["depth"], r["tps"]) for r in speed if r["type"] == t and r["test"] == test)
             if len(pts) > 1:            # a line per name benched at more than one depth
                 style = "--s" if t in ("f16", "q8_0", "q4_0") else "-o"
-                ax.plot([d for d, _ in pts], [v for _, v in pts], style, label=cache_config.parse(t).label, ms=4)
+                ax.plot([d for d, _ in pts], [v for _, v in pts], style, label=names[t], ms=4)
         label(ax, "depth (tokens already in the cache)", "tokens/s",
               f"{test}, {report['threads']} threads, flash attention on")
     files.append(save(fig, out, "speed_vs_depth.png"))
@@ -171,7 +171,7 @@ def plot(report: dict, out: Path) -> list[str]:
 
 def markdown(report: dict, command: str) -> str:
     long, short = report["quality"]["long"], report["quality"].get("short")
-    decode = report["quality"].get("decode")
+    decode, names = report["quality"].get("decode"), report_names(report)
     lines = [f"# KV-cache types on {report['model']}", "",
              f"Measured on {report['machine']}, {report['date']}, with `{command}`.", ""]
     if decode:
@@ -184,7 +184,7 @@ def markdown(report: dict, command: str) -> str:
         lines += ["llama-perplexity at `-ub 1`: each token reads the cache as generation reads it, the build's "
                   f"exact rows included (a polar K cache keeps its first position exact{window}). Bits/value from "
                   "the KV buffers, every exact row and center counted.", ""]
-        lines += quality_table(decode["rows"], "bits") + [""]
+        lines += quality_table(decode["rows"], "bits", names) + [""]
     lines += [f"## Quality at {long['ctx']} tokens in batches ({report['text']}, {run_words(long)}, flash "
               "attention on)", "", *measured_again(long),
               "Each type as users get it: a polar K cache centered with one exact sink row and, from "
@@ -195,19 +195,19 @@ def markdown(report: dict, command: str) -> str:
               "and the ubatch's earlier rows (f16 copies in the compute graph, not in the KV buffer), without one "
               "the rows its ubatch quantized. Bits/value from the KV buffers llama.cpp allocated at this context, "
               "relative to f16's, exact rows and centers included.", ""]
-    lines += quality_table(long["rows"], "bits")
-    lines += layer_types_list((decode["rows"] if decode else []) + long["rows"])
+    lines += quality_table(long["rows"], "bits", names)
+    lines += layer_types_list(names)
     lines += ["", "![KLD against bits per value](kld_vs_bits.png)", ""]
     if short:
         lines += [f"## Quality at {short['ctx']} tokens ({short['chunks']} chunks)", "",
                   f"The same at a short context, where a cache is a few MiB: bits/value for one sequence at "
                   f"{short['ctx']} tokens, sink rows counted.", ""]
-        lines += quality_table(short["rows"], "formula_bits")
+        lines += quality_table(short["rows"], "formula_bits", names)
     lines += ["",
               f"## Speed (llama-bench, {report['threads']} threads, {report['reps']} repetitions, ratios from the same "
               "run)", "", "| type | test | depth | tokens/s | vs f16 | vs q4_0 |", "|---|---|---:|---:|---:|---:|"]
     for r in report["speed"]:
-        lines.append(f"| {cache_config.parse(r['type']).label} | {r['test']} | {r['depth']} | {r['tps']:.2f} ± {r['sd']:.2f} | "
+        lines.append(f"| {names[r['type']]} | {r['test']} | {r['depth']} | {r['tps']:.2f} ± {r['sd']:.2f} | "
                      f"{format_ratio(r['vs_f16'])} | {format_ratio(r['vs_q4_0'])} |")
     ctxs, mem = report["memory"]["context"], report["memory"]["mib"]
     lines += ["", "![tokens/s against depth](speed_vs_depth.png)", "",
@@ -219,7 +219,7 @@ def markdown(report: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def quality_table(rows: list[dict], bits: str) -> list[str]:
+def quality_table(rows: list[dict], bits: str, names: dict[str, str]) -> list[str]:
     """Markdown rows of a quality measurement, types first, then configurations, each by bits (`bits`: the column)."""
     out = ["| type | bits/value | mean KLD vs f16 | vs q4_0 | 99.9% KLD | PPL | same top token |",
            "|---|---:|---:|---:|---:|---:|---:|"]
@@ -227,18 +227,35 @@ def quality_table(rows: list[dict], bits: str) -> list[str]:
     for r in sorted(rows, key=lambda r: (bool(r.get("config")), -r[bits])):
         ratio = format_ratio(r["kld"] / q4_0) if q4_0 and r["type"] != "f16" else "-"
         p999 = "-" if r["kld_p999"] is None else f"{r['kld_p999']:.3f}"
-        out.append(f"| {cache_config.parse(r['type']).label} | {r[bits]:.3f} | {r['kld']:.4f} | {ratio} | {p999} | "
+        out.append(f"| {names[r['type']]} | {r[bits]:.3f} | {r['kld']:.4f} | {ratio} | {p999} | "
                    f"{r['ppl']:.3f} | {r['top']:.2f}% |")
     return out
 
 
-def layer_types_list(rows: list[dict]) -> list[str]:
-    """The whole strings of the configurations a table names by their layer count (CacheConfig.label)."""
-    specs = list(dict.fromkeys(r["type"] for r in rows if cache_config.parse(r["type"]).layers))
+def display_names(specs) -> dict[str, str]:
+    """Each configuration's name in tables and plots: its label (CacheConfig.label, which counts the layers with
+    types of their own instead of listing them), numbered as in layer_types_list where two labels would be the same."""
+    specs = list(dict.fromkeys(specs))
+    labels = {s: cache_config.parse(s).label for s in specs}
+    per_layer = [s for s in specs if cache_config.parse(s).layers]
+    shared = {lab for lab in labels.values() if list(labels.values()).count(lab) > 1}
+    return {s: f"{lab} [{per_layer.index(s) + 1}]" if lab in shared else lab for s, lab in labels.items()}
+
+
+def report_names(report: dict) -> dict[str, str]:
+    """display_names of every configuration a report measured, in the order its tables list them."""
+    runs = [report["quality"][run] for run in ("decode", "long", "short") if run in report["quality"]]
+    return display_names([r["type"] for run in runs for r in run["rows"]] + [r["type"] for r in report["speed"]] +
+                         report.get("benched", report["types"]))
+
+
+def layer_types_list(names: dict[str, str]) -> list[str]:
+    """The whole strings of the configurations with types per layer, numbered as display_names numbers them."""
+    specs = [s for s in names if cache_config.parse(s).layers]
     if not specs:
         return []
     return ["", "The configurations with types per layer, as they run (`llama-polar recommend` prints them as a "
-            "shell fragment):", "", *[f"- `{s}`" for s in specs]]
+            "shell fragment):", "", *[f"{i}. `{s}`" for i, s in enumerate(specs, 1)]]
 
 
 def bench_runs(types: list[str], depths: list[int], deep: list[str] | None) -> list[tuple[str, list[int]]]:
@@ -346,15 +363,16 @@ def readme_tables(report: dict, source: str) -> dict[str, str]:
     longest context the report measured), "speed" (ratios at the deepest depth, and decode at depth 0 vs q4_0) and
     "choose" (what llama-polar recommend picks for a few budgets)."""
     run, bits = headline_run(report)
+    names = report_names(report)
     when = f"measured again {run['date']} on {run['machine']}" if "date" in run else report["date"]
     quality = [f"From [{source}]({source}) ({when}, {report['model']}, {report['text']}, "
-               f"{run_words(run)}):", "", *quality_table(run["rows"], bits)]
+               f"{run_words(run)}):", "", *quality_table(run["rows"], bits, names)]
     long = quality_runs(report).get("long")
     if long is not None and long is not run:
         again = f", measured again {long['date']}" if "date" in long else ""
         quality += ["", f"The same text in batches ({run_words(long)}, llama-perplexity's batches of {BATCH} tokens"
                     f"{again}; with the recent window a query reads its ubatch's earlier rows exact):",
-                    "", *quality_table(long["rows"], "bits")]
+                    "", *quality_table(long["rows"], "bits", names)]
     depth = max(r["depth"] for r in report["speed"])
     speed = {(r["type"], r["test"], r["depth"]): r for r in report["speed"]}
     rows = [f"From the same report (llama-bench, {report['threads']} threads, {report['reps']} repetitions, ratios "
@@ -365,7 +383,7 @@ def readme_tables(report: dict, source: str) -> dict[str, str]:
 
     for t in report.get("benched", report["types"]):
         if t != "f16":
-            rows.append(f"| {cache_config.parse(t).label} | {ratio(t, 'pp512', depth, 'vs_f16')} | "
+            rows.append(f"| {names[t]} | {ratio(t, 'pp512', depth, 'vs_f16')} | "
                         f"{ratio(t, 'tg64', depth, 'vs_f16')} | {ratio(t, 'tg64', 0, 'vs_q4_0')} |")
     from .recommend import table, won_per_layer     # recommend reads reports: imported here, not at the top
     choose = [f"What `llama-polar recommend --bits B` picks from the report below ({run_words(run)}):", "",
