@@ -22,6 +22,7 @@ import platform
 import re
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
@@ -235,11 +236,10 @@ def quality_table(rows: list[dict], bits: str, names: dict[str, str]) -> list[st
 def display_names(specs) -> dict[str, str]:
     """Each configuration's name in tables and plots: its label (CacheConfig.label, which counts the layers with
     types of their own instead of listing them), numbered as in layer_types_list where two labels would be the same."""
-    specs = list(dict.fromkeys(specs))
-    labels = {s: cache_config.parse(s).label for s in specs}
-    per_layer = [s for s in specs if cache_config.parse(s).layers]
-    shared = {lab for lab in labels.values() if list(labels.values()).count(lab) > 1}
-    return {s: f"{lab} [{per_layer.index(s) + 1}]" if lab in shared else lab for s, lab in labels.items()}
+    configs = {s: cache_config.parse(s) for s in specs}
+    per_layer = [s for s, c in configs.items() if c.layers]
+    uses = Counter(c.label for c in configs.values())
+    return {s: f"{c.label} [{per_layer.index(s) + 1}]" if uses[c.label] > 1 else c.label for s, c in configs.items()}
 
 
 def report_names(report: dict) -> dict[str, str]:
