@@ -28,7 +28,6 @@ from llama_polar import cache_config, models, texts
 from llama_polar.perplexity import BATCH     # the prompt's logical batch, as llama-perplexity's
 from llama_polar.simulate import log_softmax
 from llama_polar import Llama
-from llama_polar import llama as polar_llama
 
 
 
@@ -81,7 +80,7 @@ def main(argv=None) -> int:
     configs = [cache_config.parse(c) for c in args.configs]       # bad strings fail before any run
     if not 0 < args.decoded < args.ctx or args.prompt_ubatch < 1:
         ap.error("--decoded must be between 0 and --ctx, --prompt-ubatch at least 1")
-    model, text = models.resolve(args.model), texts.resolve(args.text)
+    model, text = models.from_argument(ap, args.model, configs), texts.from_argument(ap, args.text)
     vocab = Llama(model_path=str(model), vocab_only=True, verbose=False)
     tokens = vocab.tokenize(text.read_bytes()[:args.ctx * 8], add_bos=True)[:args.ctx]
     if len(tokens) < args.ctx:
@@ -96,7 +95,7 @@ def main(argv=None) -> int:
                                             args.prompt_ubatch, args.threads))
         print(f"f16 base: {base_file} ({time.monotonic() - t0:.0f} s)", flush=True)
     base = np.load(base_file)
-    n_layer = polar_llama.model_metadata(str(model))["n_layer"]
+    n_layer = models.metadata(str(model))["n_layer"]
     q4_0 = None
     for cfg in configs:
         t0 = time.monotonic()

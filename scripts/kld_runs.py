@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from llama_polar import cache_config, models, perplexity, texts
-from llama_polar import llama as polar_llama
 
 
 def main(argv=None) -> int:
@@ -37,7 +36,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     configs = [cache_config.parse(c) for c in args.configs]       # bad strings fail before any run
-    model, text = models.resolve(args.model), texts.resolve(args.text)
+    model, text = models.from_argument(ap, args.model, configs), texts.from_argument(ap, args.text)
     args.base_dir.mkdir(parents=True, exist_ok=True)
     if args.ubatch is not None and args.ubatch < 1:
         ap.error(f"--ubatch must be at least 1, not {args.ubatch}")
@@ -52,7 +51,7 @@ def main(argv=None) -> int:
         print(f"f16 base: PPL {run.ppl:.3f}, KV {run.kv_mib:.2f} MiB ({time.monotonic() - t0:.0f} s)", flush=True)
     f16_mib = json.loads(sizes.read_text())["kv_mib"] if sizes.exists() else None
     q4_0 = None
-    n_layer = polar_llama.model_metadata(str(model))["n_layer"]
+    n_layer = models.metadata(str(model))["n_layer"]
     for cfg in configs:
         t0 = time.monotonic()
         r = perplexity.kl_divergence(model, text, args.chunks, base, cfg.type_k, cfg.type_v, env=cfg.env(),

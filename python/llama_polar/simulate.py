@@ -31,7 +31,7 @@ import numpy as np
 
 from . import quants as _polar
 from . import validate
-from . import cache_config
+from . import cache_config, models
 from .cache_config import ONLINE_KEYS, CacheConfig, LayerTypes
 from .type_names import CACHE_TYPES, UNQUANTIZED, UnknownTypeError, check_types
 
@@ -332,8 +332,7 @@ class Model:
     """A GGUF model (llama or gemma3) as float32 NumPy arrays, with a forward pass through a simulated KV cache."""
 
     def __init__(self, path, round_activations: bool = True):
-        from gguf import GGUFReader
-        reader = GGUFReader(str(path))
+        reader = models.gguf_reader(path)
         self.path = Path(path)
         self.hp = read_hparams(reader)
         self.w = load_weights(reader)
@@ -520,6 +519,9 @@ def tokenize(model_path, text: bytes) -> np.ndarray:
 def chunk_tokens(tokens: np.ndarray, n_ctx: int, n_chunks: int, bos: int | None = None,
                  first_chunk: int = 0) -> list[np.ndarray]:
     """Consecutive n_ctx chunks, as llama-perplexity takes them; with bos, each chunk's first token becomes BOS."""
+    if n_ctx < 2 or n_chunks < 1 or first_chunk < 0:
+        raise ValueError(f"chunks of at least 2 tokens, at least one of them, from chunk 0 or later: not {n_chunks} "
+                         f"x {n_ctx} tokens from chunk {first_chunk}")
     available = len(tokens) // n_ctx
     if first_chunk + n_chunks > available:
         raise ValueError(f"the text has {available} chunks of {n_ctx} tokens, asked for {first_chunk + n_chunks}")

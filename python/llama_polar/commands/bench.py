@@ -46,7 +46,7 @@ def main(argv=None, prog=None) -> int:
         ap.error(str(e))
     if not depths or min(depths) < 0 or args.reps < 1 or args.prompt < 1 or args.gen < 1:
         ap.error("--depths, --reps, --prompt and --gen must be positive (depth 0 allowed)")
-    model = models.resolve(args.model)
+    model = models.from_argument(ap, args.model, configs)
 
     records = []
     with tqdm([c.spec for c in configs], desc="llama-bench", unit="type") as bar:

@@ -18,8 +18,10 @@ def main(argv=None, prog=None) -> int:
     ap.add_argument("--chunks", type=int, default=8, help="chunks of --ctx tokens (default: %(default)s)")
     ap.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default: %(default)s)")
     args = ap.parse_args(argv)
+    if args.chunks < 1 or args.ctx < 2:
+        ap.error("--chunks must be positive and --ctx at least 2")
 
-    model = models.resolve(args.model)
+    model = models.from_argument(ap, args.model)
     text = args.text.read_bytes() if args.text else None
     centers, identity = calibrate.key_centers(model, text, args.chunks, args.ctx)
     source = f"{args.text or 'stdlib docstrings'}, {args.chunks} x {args.ctx} tokens"

@@ -39,7 +39,7 @@ def main(argv=None, prog=None) -> int:
     except UnknownTypeError as e:
         ap.error(f"--kld-types: {e}")
     args.text = texts.from_argument(ap, args.text)
-    model = models.resolve(args.model)
+    model = models.from_argument(ap, args.model)
     from llama_polar import llama as polar_llama      # loads the llama.cpp build: after the arguments are checked
 
     print(f"model: {model}")
@@ -50,7 +50,7 @@ def main(argv=None, prog=None) -> int:
     print(f"\n[{args.type} K and V cache] user: {prompt}\nassistant: {reply['choices'][0]['message']['content']}\n")
     del llm
 
-    meta = polar_llama.model_metadata(str(model))
+    meta = models.metadata(str(model))
     print(f"KV cache at the full context of {meta['n_ctx']} tokens ({meta['n_layer']} layers, {meta['n_head_kv']} KV "
           f"heads of {meta['head_k']}):")
     f16 = polar_llama.kv_cache_bytes(meta, "f16", "f16")

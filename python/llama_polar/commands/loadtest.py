@@ -52,7 +52,7 @@ def main(argv=None, prog=None) -> int:
         ap.error("--configs must name one or more, --clients, --duration and --parallel must be positive, and --ctx "
                  "at least 64 per slot")
     args.text = texts.from_argument(ap, args.text)
-    model = models.resolve(args.model)
+    model = models.from_argument(ap, args.model, configs)
     text = args.text.read_text(errors="replace")
 
     rows = []

@@ -45,7 +45,7 @@ def main(argv=None, prog=None) -> int:
         ap.error(str(e))
     if not configs or not depths or any(not 0 <= d <= 1 for d in depths) or args.ctx < 256:
         ap.error("--configs and --depths must not be empty, depths within 0..1, --ctx at least 256")
-    model = models.resolve(args.model)
+    model = models.from_argument(ap, args.model, configs)
 
     text = args.text.read_text(encoding="utf-8")
     prompts = [(d, n, needle.prompt(text, needle.chars_for(args.ctx), d, n))

@@ -102,7 +102,7 @@ def main(argv=None, prog=None) -> int:
                  f"the run in ({previous}: {'found' if previous.is_file() else 'not found'})")
     if args.centers and not args.centers.is_file():
         ap.error(f"--centers {args.centers} is not a file")
-    model = models.resolve(args.model)
+    model = models.from_argument(ap, args.model, configs + decode)
     from llama_polar import report                # loads the llama.cpp build: after the arguments are checked
 
     centers = args.centers

@@ -53,13 +53,12 @@ def calibration(model, args) -> np.ndarray:
     return centers
 
 
-def load_model(args) -> sim.Model:
-    model_file = models.get_model(args.model) if args.model in models.MODELS else Path(args.model)
-    return sim.Model(model_file, round_activations=not args.float_activations)
+def load_model(ap, args) -> sim.Model:
+    return sim.Model(models.from_argument(ap, args.model), round_activations=not args.float_activations)
 
 
-def center_report(args) -> int:
-    model = load_model(args)
+def center_report(ap, args) -> int:
+    model = load_model(ap, args)
     chunks = sim.text_chunks(model, args.text, args.chunks, args.ctx, args.first_chunk)
     rep = sim.center_report(model, chunks, {p.stem: np.load(p) for p in args.center_report})
     print(f"{model.path.name}, {args.text.name}: {args.chunks} x {args.ctx} tokens from chunk {args.first_chunk}; "
@@ -99,12 +98,14 @@ def main(argv=None, prog=None) -> int:
                     help="instead of KLDs: how well these saved centers and online ones fit the text's keys")
     ap.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = ap.parse_args(argv)
+    if args.chunks < 1 or args.ctx < 2 or args.first_chunk < 0 or args.calib_chunks < 1 or args.calib_first_chunk < 0:
+        ap.error("--chunks and --calib-chunks must be positive, --ctx at least 2, the first chunks 0 or more")
     args.text = texts.from_argument(ap, args.text)
 
     if args.center_report is not None:
-        return center_report(args)
+        return center_report(ap, args)
     configs = [sim.parse_cache_spec(s) for s in specs(args)]
-    model = load_model(args)
+    model = load_model(ap, args)
     centers = calibration(model, args) if any(c.center == "calib" for c in configs) else None
     chunks = sim.text_chunks(model, args.text, args.chunks, args.ctx, args.first_chunk)
     t = time.time()
