@@ -104,10 +104,10 @@ LAYERS_375 := pq42/pq32+L0=pq27+L1=pq42+L2=pq37/pq32+L3=pq42+L4=pq27/pq32+L5-6=p
 # 2.75 bits with types per layer: pq22 values, the keys of the five layers whose keys cost most (measurements.md,
 # "Types per layer": 10 and 18, then 19, 20, 23) in more bits
 SMOL_275_LAYERS := pq27/pq22+recent48+L10=pq46/pq22+L18=pq46/pq22+L19-20=pq42/pq22+L23=pq42/pq22
-# the recommended configurations (llama-polar recommend at 4.25, 3.75, 3.25 and 2.75 bits), batched and in decode
-# (-ub 1), and in decode the pairs they were chosen over
+# the recommended configurations (llama-polar recommend at 4.25, 3.75, 3.25 and 2.75 bits, and at 2.75 with --model),
+# batched and in decode (-ub 1), and in decode the pairs they were chosen over
 RECOMMENDED := pq42/pq37,pq46/pq27+recent28,pq37/pq25+recent48,pq27/pq25+recent48
-REPORT_ARGS ?= --types f16,q8_0,q4_0,pq46 --configs $(RECOMMENDED) \
+REPORT_ARGS ?= --types f16,q8_0,q4_0,pq46 --configs $(RECOMMENDED),$(SMOL_275_LAYERS) \
 	--decode pq46,$(RECOMMENDED),pq42/pq27,pq46/pq25,pq32/pq27,$(SMOL_275_LAYERS) \
 	--short-chunks 2 --depths 0,8192 --deep f16,pq46,$(RECOMMENDED) --reps 1
 report: venv llama model text
