@@ -166,6 +166,16 @@ def test_configurations_whose_labels_would_be_the_same_are_numbered_as_their_lis
     assert layer_types_list(names)[-2:] == [f"2. `{same[0]}`", f"3. `{same[1]}`"]
 
 
+def test_names_of_points_close_on_the_plot_do_not_lie_on_each_other():
+    from llama_polar.report import label_offsets
+    # the decode run's pq42/pq27 and pq46/pq27+recent28: 0.12 bits and 2% of KLD apart, among points over 2 bits
+    points = [(2.724, 0.0628), (3.631, 0.0159), (3.748, 0.0156), (4.131, 0.0119), (4.756, 0.0097)]
+    assert label_offsets(points) == [(5, -3), (5, -3), (5, -13), (5, -3), (5, -3)]
+    three = [(2.0, 0.1), (3.0, 0.02), (3.01, 0.02), (3.02, 0.02), (4.0, 0.01)]
+    assert label_offsets(three) == [(5, -3), (5, -3), (5, -13), (5, -23), (5, -3)]
+    assert label_offsets([(3.0, 0.1)]) == [(5, -3)]
+
+
 def test_report_redo_needs_a_report_of_the_same_model(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--redo", "decode", "--decode",
                              "pq46", "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)

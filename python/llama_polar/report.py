@@ -112,6 +112,26 @@ def save(fig, out: Path, name: str) -> str:
     return name
 
 
+def label_offsets(points: list[tuple[float, float]], near: tuple[float, float] = (0.2, 0.06)) -> list[tuple[int, int]]:
+    """Where each point's name goes (offset points, to its right), points in order of bits: a name goes lower while
+    it would lie on an earlier one's, i.e. within `near` of it as a fraction of the plot's width and of its log height
+    (a name is about a fifth of the width long)."""
+    import math
+
+    xs, ys = [b for b, _ in points], [math.log(k) for _, k in points]
+    width, height = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    placed: list[tuple[float, float, int]] = []
+    out = []
+    for x, y in zip(xs, ys):
+        dy = -3
+        while any(abs(x - px) < near[0] * width and abs(y - py) < near[1] * height and dy == pdy
+                  for px, py, pdy in placed):
+            dy -= 10
+        placed.append((x, y, dy))
+        out.append((5, dy))
+    return out
+
+
 def kld_panel(ax, run: dict, names: dict[str, str]) -> None:
     """One quality run's mean KLD against bits per value, log scale, with its frontier; names only on the frontier
     and for upstream's types, so that they do not stack (the tables have every point)."""
@@ -124,10 +144,9 @@ def kld_panel(ax, run: dict, names: dict[str, str]) -> None:
                                  ("configurations", "^", "tab:green")):
         pts = [r for r in q if groups[group](r)]
         ax.scatter([r["bits"] for r in pts], [r["kld"] for r in pts], marker=marker, color=color, label=group)
-        for r in pts:
-            if (r["bits"], r["kld"]) in hull or group == "upstream":
-                ax.annotate(names[r["type"]], (r["bits"], r["kld"]), textcoords="offset points",
-                            xytext=(5, -3), fontsize=8)
+    named = sorted((r for r in q if (r["bits"], r["kld"]) in hull or groups["upstream"](r)), key=lambda r: r["bits"])
+    for r, offset in zip(named, label_offsets([(r["bits"], r["kld"]) for r in named])):
+        ax.annotate(names[r["type"]], (r["bits"], r["kld"]), textcoords="offset points", xytext=offset, fontsize=8)
     ax.plot([b for b, _ in hull], [k for _, k in hull], "k--", lw=0.8, label="frontier")
     ax.set_yscale("log")
     label(ax, "bits per cached value", "mean KLD vs f16 cache (log)", run_words(run))
