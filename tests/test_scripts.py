@@ -101,9 +101,10 @@ def test_report_writes_tables_and_plots(bin_dir, model_path, tmp_path):
     assert re.search(r"^\| pq46\+3 layers' types \| 4\.\d{3}" + row, long, flags=re.M), long
     assert "1. `pq46+L0-1=pq27+L5=pq37`" in long
     assert re.search(r"^\| pq46 \| tg64 \| 0 \| [\d.]+ ± [\d.]+ \| [\d.]+x \| [\d.]+x \|$", md, flags=re.M), md
-    for png in ("kld_vs_bits.png", "speed_vs_depth.png", "kv_memory.png"):
+    for png in ("kld_vs_bits.png", "kv_memory.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in md
+    assert not (out / "speed_vs_depth.png").exists() and "speed_vs_depth" not in md     # one depth: no line to draw
     report = json.loads((out / "report.json").read_text())
     for table in ("long", "short"):
         assert [r["type"] for r in report["quality"][table]["rows"]] == [
@@ -164,6 +165,15 @@ def test_configurations_whose_labels_would_be_the_same_are_numbered_as_their_lis
     assert names["q4_0"] == "q4_0" and names["pq25/pq22+L5=pq32"] == "pq25/pq22+1 layers' types"
     assert [names[s] for s in same] == ["pq27/pq22+2 layers' types [2]", "pq27/pq22+2 layers' types [3]"]
     assert layer_types_list(names)[-2:] == [f"2. `{same[0]}`", f"3. `{same[1]}`"]
+
+
+def test_a_report_benched_at_one_depth_has_no_speed_plot():
+    from llama_polar.report import depth_lines
+    row = lambda t, test, depth, tps: {"type": t, "test": test, "depth": depth, "tps": tps}  # noqa: E731
+    one = [row("f16", "pp512", 0, 300.0), row("pq46", "pp512", 0, 290.0), row("f16", "tg64", 0, 70.0)]
+    assert depth_lines(one) == {}
+    two = one + [row("f16", "pp512", 8192, 90.0), row("pq46", "tg64", 8192, 20.0)]
+    assert depth_lines(two) == {"pp512": {"f16": [(0, 300.0), (8192, 90.0)]}}
 
 
 def test_names_of_points_close_on_the_plot_do_not_lie_on_each_other():

@@ -95,12 +95,26 @@ def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
+def depth_lines(speed: list[dict]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """The speed plot's lines: per test, (depth, tokens/s) of each type benched at more than one depth (none when the
+    report benched one depth only: there is no plot then)."""
+    lines = {}
+    for test in sorted({r["test"] for r in speed}):
+        by_type = {t: sorted((r["depth"], r["tps"]) for r in speed if r["type"] == t and r["test"] == test)
+                   for t in dict.fromkeys(r["type"] for r in speed)}
+        by_type = {t: pts for t, pts in by_type.items() if len(pts) > 1}
+        if by_type:
+            lines[test] = by_type
+    return lines
+
+
 def label(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:       # a panel with nothing measured has no legend to show
+        ax.legend(fontsize=7, ncol=2)
 
 
 def save(fig, out: Path, name: str) -> str:
@@ -165,18 +179,17 @@ def plot(report: dict, out: Path) -> list[str]:
     fig.suptitle(f"{report['model']}: quality per bit")
     files.append(save(fig, out, "kld_vs_bits.png"))
 
-    speed = report["speed"]
-    tests = sorted({r["test"] for r in speed})
-    fig, axes = plt.subplots(1, len(tests), figsize=(6 * len(tests), 4.5), squeeze=False)
-    for ax, test in zip(axes[0], tests):
-        for t in dict.fromkeys(r["type"] for r in speed):
-            pts = sorted((r["depth"], r["tps"]) for r in speed if r["type"] == t and r["test"] == test)
-            if len(pts) > 1:            # a line per name benched at more than one depth
+    lines = depth_lines(report["speed"])
+    (out / "speed_vs_depth.png").unlink(missing_ok=True)    # not left from an earlier report where none is drawn
+    if lines:
+        fig, axes = plt.subplots(1, len(lines), figsize=(6 * len(lines), 4.5), squeeze=False)
+        for ax, (test, by_type) in zip(axes[0], lines.items()):
+            for t, pts in by_type.items():
                 style = "--s" if t in ("f16", "q8_0", "q4_0") else "-o"
                 ax.plot([d for d, _ in pts], [v for _, v in pts], style, label=names[t], ms=4)
-        label(ax, "depth (tokens already in the cache)", "tokens/s",
-              f"{test}, {report['threads']} threads, flash attention on")
-    files.append(save(fig, out, "speed_vs_depth.png"))
+            label(ax, "depth (tokens already in the cache)", "tokens/s",
+                  f"{test}, {report['threads']} threads, flash attention on")
+        files.append(save(fig, out, "speed_vs_depth.png"))
 
     ctxs, mem = report["memory"]["context"], report["memory"]["mib"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -230,8 +243,9 @@ def markdown(report: dict, command: str) -> str:
         lines.append(f"| {names[r['type']]} | {r['test']} | {r['depth']} | {r['tps']:.2f} ± {r['sd']:.2f} | "
                      f"{format_ratio(r['vs_f16'])} | {format_ratio(r['vs_q4_0'])} |")
     ctxs, mem = report["memory"]["context"], report["memory"]["mib"]
-    lines += ["", "![tokens/s against depth](speed_vs_depth.png)", "",
-              "## KV-cache memory (MiB, from the model's GGUF metadata)", "",
+    if depth_lines(report["speed"]):
+        lines += ["", "![tokens/s against depth](speed_vs_depth.png)"]
+    lines += ["", "## KV-cache memory (MiB, from the model's GGUF metadata)", "",
               "| type | " + " | ".join(str(c) for c in ctxs) + " |", "|---|" + "---:|" * len(ctxs)]
     for t in report["types"]:
         lines.append(f"| {t} | " + " | ".join(f"{m:.1f}" for m in mem[t]) + " |")

@@ -549,14 +549,17 @@ def stdlib_text() -> str:
     public classes and functions (a calibration text unlike the scored one)."""
     import importlib
     import inspect
+    import warnings
     docs = []
-    for name in dict.fromkeys(STDLIB_MODULES):
-        mod = importlib.import_module(name)
-        docs.append(inspect.getdoc(mod) or "")
-        for attr, obj in sorted(vars(mod).items()):
-            if not attr.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj)) and \
-                    getattr(obj, "__module__", None) == mod.__name__:
-                docs.append(inspect.getdoc(obj) or "")
+    with warnings.catch_warnings():     # reading typing's deprecated io and re members warns; their text is the same
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for name in dict.fromkeys(STDLIB_MODULES):
+            mod = importlib.import_module(name)
+            docs.append(inspect.getdoc(mod) or "")
+            for attr, obj in sorted(vars(mod).items()):
+                if not attr.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj)) and \
+                        getattr(obj, "__module__", None) == mod.__name__:
+                    docs.append(inspect.getdoc(obj) or "")
     return "\n\n".join(d for d in docs if d)
 
 
