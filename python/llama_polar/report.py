@@ -12,7 +12,8 @@ Steps (a tqdm progress bar on stderr counts them):
      the same run;
   3. memory: KV-cache size per type at context lengths up to the model's, from its GGUF metadata.
 write() puts <out>/report.md, <out>/kld_vs_bits.png (the frontier: KLD against bits per value, polar and upstream
-types), <out>/speed_vs_depth.png, <out>/kv_memory.png, and <out>/report.json with every figure.
+types), <out>/speed_vs_depth.png (where a type was benched at two depths or more), <out>/kv_memory.png, and
+<out>/report.json with every figure.
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ Steps (a progress bar on stderr counts them):
   2. speed: llama-bench for every type at each depth, ratios to f16 and q4_0 from the same run;
   3. memory: KV-cache size per type at context lengths up to the model's, from its GGUF metadata.
 Writes <out>/report.md, <out>/kld_vs_bits.png (KLD against bits per value, in decode and in batches),
-<out>/speed_vs_depth.png and <out>/kv_memory.png, and <out>/report.json with every figure.
+<out>/speed_vs_depth.png (with two --depths or more) and <out>/kv_memory.png, and <out>/report.json with every
+figure.
 
   llama-polar report --out docs/report                # SmolLM2-135M + Paradise Lost, 2 chunks of 8192, depths 0,4096
   llama-polar report --chunks 4 --types f16,q4_0,pq46 --out /tmp/quick
