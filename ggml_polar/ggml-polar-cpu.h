@@ -86,6 +86,14 @@ struct ggml_polar_cpu_attn_params {
     float            softcap;      // 0: none, else s = softcap * tanh(s)
     const float *    k_offset;     // added to K row r: k_offset[r*k_offset_stride + d] (row 0 of the chunk); NULL: none
     size_t           k_offset_stride; // floats
+    // score terms: query h's score for row r gains sum over t < n_terms of q_terms[h*q_terms_stride + t] *
+    // k_terms[r*k_terms_row_stride + t*k_terms_stride] (row 0 of the chunk), before the scale; NULL: none
+    const float *    q_terms;
+    size_t           q_terms_stride;     // floats
+    const float *    k_terms;
+    size_t           k_terms_row_stride; // floats; 1 (a term's rows side by side) reads them as vectors, else gathers
+    size_t           k_terms_stride;     // floats
+    int              n_terms;
 };
 #define GGML_POLAR_CPU_ATTN_MAX_Q 16
 

@@ -1,5 +1,6 @@
 // Microbenchmark of the CPU codec on one machine: the SIMD encoder (the cache write, a row of 3 blocks at a time)
-// against the reference encoder, the SIMD block decoder, and ggml_polar_cpu_attn over 4096 cache rows for 3 query heads sharing one KV head (SmolLM2's layout, head 64).
+// against the reference encoder, the SIMD block decoder, and ggml_polar_cpu_attn over 4096 cache rows for 3 query
+// heads sharing one KV head (SmolLM2's layout, head 64), without and with 64 score terms (key centers restored).
 //   cc -O3 -march=native -ffp-contract=off -Iggml_polar scripts/codec_bench.c ggml_polar/cpu/polar-cpu-decode.c
 //      ggml_polar/cpu/polar-cpu-attn.c ggml_polar/ggml-polar.c -lm -o build/codec_bench && build/codec_bench pq46
 #include "ggml-polar-cpu.h"
@@ -15,6 +16,22 @@ static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double) t.tv_sec + (double) t.tv_nsec * 1e-9;
+}
+
+// Seconds per ggml_polar_cpu_attn call over p's rows, each call from a fresh softmax state.
+static double time_attention(const struct ggml_polar_cpu_attn_params * p, float * scratch) {
+    enum { REPS = 200 };
+    float        M[16], S[16], acc[16 * 64];
+    const double t0 = now();
+    for (int r = 0; r < REPS; ++r) {
+        for (int h = 0; h < p->nq; ++h) {
+            M[h] = -INFINITY;
+            S[h] = 0.0f;
+        }
+        memset(acc, 0, sizeof(acc));
+        ggml_polar_cpu_attn(p, M, S, acc, scratch);
+    }
+    return (now() - t0) / REPS;
 }
 
 int main(int argc, char ** argv) {
@@ -74,30 +91,34 @@ int main(int argc, char ** argv) {
     }
     const double t_decode = (now() - t0) / (reps * (double) ROWS);
 
-    float   q[NQ * D];
-    float   M[NQ], S[NQ], acc[NQ * D];
+    float   q[NQ * D], qt[NQ * D];
+    // one term per dimension, a term's rows side by side, padded as llama.cpp pads them (a power-of-two stride puts
+    // every term of a row in one cache set)
+    enum { TERM_STRIDE = ROWS + 16 };
+    float * kt      = malloc(sizeof(float) * TERM_STRIDE * D);
     float * scratch = malloc(sizeof(float) * ggml_polar_cpu_attn_kernel_scratch(NQ, D, D));
     for (int i = 0; i < NQ * D; ++i) {
-        q[i] = (float) rand() / (float) RAND_MAX;
+        q[i]  = (float) rand() / (float) RAND_MAX;
+        qt[i] = (float) rand() / (float) RAND_MAX;
     }
-    struct ggml_polar_cpu_attn_params p = { t, t, k, NKV * ts, v, NKV * ts, ROWS, D, D, q, D, NQ, NULL, 0, NULL,
-                                            0.125f, 0.0f, NULL, 0 };
-    t0   = now();
-    reps = 200;
-    for (int r = 0; r < reps; ++r) {
-        for (int h = 0; h < NQ; ++h) {
-            M[h] = -INFINITY;
-            S[h] = 0.0f;
-        }
-        memset(acc, 0, sizeof(acc));
-        ggml_polar_cpu_attn(&p, M, S, acc, scratch);
+    for (int i = 0; i < TERM_STRIDE * D; ++i) {
+        kt[i] = (float) rand() / (float) RAND_MAX;
     }
-    const double t_attn = (now() - t0) / reps;
+    struct ggml_polar_cpu_attn_params p = {
+        .k_type = t, .v_type = t, .k = k, .k_row_stride = NKV * ts, .v = v, .v_row_stride = NKV * ts,
+        .n_rows = ROWS, .dk = D, .dv = D, .q = q, .q_stride = D, .nq = NQ, .scale = 0.125f,
+    };
+    const double t_attn = time_attention(&p, scratch);
+    // key centers restored per position (llama.cpp's decode): D score terms per row
+    p.q_terms = qt, p.q_terms_stride = D, p.k_terms = kt, p.k_terms_row_stride = 1, p.k_terms_stride = TERM_STRIDE;
+    p.n_terms = D;
+    const double t_terms = time_attention(&p, scratch);
 
     printf("%s (%s, %d lanes): encode %.0f ns/block (reference %.0f: %.2fx), decode %.1f ns/block, attention "
-           "%.1f ns per cache row (%d rows x %d query heads: %.0f us)\n",
+           "%.1f ns per cache row (%d rows x %d query heads: %.0f us), with %d score terms %.1f ns (%.2fx)\n",
            name, ggml_polar_cpu_isa(), lanes, t_encode * 1e9, t_quant * 1e9, t_quant / t_encode, t_decode * 1e9,
-           t_attn * 1e9 / ROWS, ROWS, NQ, t_attn * 1e6);
+           t_attn * 1e9 / ROWS, ROWS, NQ, t_attn * 1e6, D, t_terms * 1e9 / ROWS, t_terms / t_attn);
+    free(kt);
     free(x);
     free(k);
     free(v);

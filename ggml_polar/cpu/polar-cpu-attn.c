@@ -90,15 +90,15 @@ static int pq_tile_biases(const struct ggml_polar_cpu_attn_params * p, int r0, i
 // order), so one query alone waits on the FMA's latency, and PQ_DOT_CHAINS of them fill the pipeline.
 #define PQ_DOT_CHAINS 4
 
-// dots[h0 + i] += q_(h0 + i) . val over one block, for the n <= PQ_DOT_CHAINS queries from h0.
-PQ_INLINE void pq_block_dots(const struct ggml_polar_cpu_attn_params * p, int h0, int n, const float * q,
-                             const pq_vf * val, pq_vf * dots) {
-    const float * q0 = q + (size_t) h0 * p->q_stride;
-    const float * q1 = n > 1 ? q0 + p->q_stride : q0;
-    const float * q2 = n > 2 ? q1 + p->q_stride : q0;
-    const float * q3 = n > 3 ? q2 + p->q_stride : q0;
+// dots[h0 + i] += q_(h0 + i) . val over nv <= PQ_BLOCK values, for the n <= PQ_DOT_CHAINS queries from h0 (query h
+// at q + h*q_stride).
+PQ_INLINE void pq_block_dots(const float * q, size_t q_stride, int nv, int h0, int n, const pq_vf * val, pq_vf * dots) {
+    const float * q0 = q + (size_t) h0 * q_stride;
+    const float * q1 = n > 1 ? q0 + q_stride : q0;
+    const float * q2 = n > 2 ? q1 + q_stride : q0;
+    const float * q3 = n > 3 ? q2 + q_stride : q0;
     pq_vf d0 = dots[h0], d1 = n > 1 ? dots[h0 + 1] : d0, d2 = n > 2 ? dots[h0 + 2] : d0, d3 = n > 3 ? dots[h0 + 3] : d0;
-    for (int v = 0; v < PQ_BLOCK; ++v) { // the spare chains repeat query h0's sum, unused
+    for (int v = 0; v < nv; ++v) { // the spare chains repeat query h0's sum, unused
         d0 = pq_madd(val[v], pq_splat(q0[v]), d0);
         d1 = pq_madd(val[v], pq_splat(q1[v]), d1);
         d2 = pq_madd(val[v], pq_splat(q2[v]), d2);
@@ -126,7 +126,39 @@ static void pq_tile_dots(const struct ggml_polar_cpu_attn_params * p, int r0, in
             val[v] = pq_add(val[v], pq_gather_f32(orows + ib * PQ_BLOCK + v, ooff));
         }
         for (int h = 0; h < p->nq; h += PQ_DOT_CHAINS) {
-            pq_block_dots(p, h, pq_min(p->nq - h, PQ_DOT_CHAINS), p->q + ib * PQ_BLOCK, val, dots);
+            pq_block_dots(p->q + ib * PQ_BLOCK, p->q_stride, PQ_BLOCK, h, pq_min(p->nq - h, PQ_DOT_CHAINS), val, dots);
+        }
+    }
+}
+
+// The tile's rows of term t (lanes past the rows: 0): one load where the rows' terms are side by side, else a gather.
+PQ_INLINE pq_vf pq_tile_term(const struct ggml_polar_cpu_attn_params * p, const float * rows, pq_vi offsets, int nl,
+                             int t) {
+    const float * at = rows + (size_t) t * p->k_terms_stride;
+    if (p->k_terms_row_stride != 1) {
+        return pq_gather_f32(at, offsets);
+    }
+    if (nl == PQ_LANES) {
+        return pq_load(at);
+    }
+    float part[PQ_LANES] = { 0 };
+    memcpy(part, at, (size_t) nl * sizeof(float));
+    return pq_load(part);
+}
+
+// dots[h] += q_terms_h . k_terms for every row of the tile (ggml_flash_attn_ext_set_k_terms): a product like q.k,
+// with the terms in place of a decoded block.
+static void pq_tile_terms(const struct ggml_polar_cpu_attn_params * p, int r0, int nl, pq_vf * dots) {
+    const float * rows    = p->k_terms + (size_t) r0 * p->k_terms_row_stride;
+    const pq_vi   offsets = pq_lane_offsets(p->k_terms_row_stride, nl);
+    for (int t0 = 0; t0 < p->n_terms; t0 += PQ_BLOCK) {
+        const int n = pq_min(p->n_terms - t0, PQ_BLOCK);
+        pq_vf     val[PQ_BLOCK];
+        for (int t = 0; t < n; ++t) {
+            val[t] = pq_tile_term(p, rows, offsets, nl, t0 + t);
+        }
+        for (int h = 0; h < p->nq; h += PQ_DOT_CHAINS) {
+            pq_block_dots(p->q_terms + t0, p->q_terms_stride, n, h, pq_min(p->nq - h, PQ_DOT_CHAINS), val, dots);
         }
     }
 }
@@ -188,6 +220,7 @@ void ggml_polar_cpu_attn(const struct ggml_polar_cpu_attn_params * p, float * M,
     PQ_REQUIRE(p->nq >= 1 && p->nq <= GGML_POLAR_CPU_ATTN_MAX_Q);
     PQ_REQUIRE(p->dk > 0 && p->dv > 0 && p->dk % PQ_BLOCK == 0 && p->dv % PQ_BLOCK == 0);
     PQ_REQUIRE(pq_stride_ok(p->k_row_stride) && pq_stride_ok(p->v_row_stride));
+    PQ_REQUIRE(!p->q_terms || (p->k_terms && p->n_terms > 0 && pq_stride_ok(p->k_terms_row_stride)));
     pq_attn_state st = { p, M, S, scratch, { 0 } };
     memset(st.accv, 0, (size_t) p->nq * p->dv * PQ_LANES * sizeof(float));
     for (int h = 0; h < p->nq; ++h) {
@@ -202,6 +235,9 @@ void ggml_polar_cpu_attn(const struct ggml_polar_cpu_attn_params * p, float * M,
         }
         pq_vf dots[GGML_POLAR_CPU_ATTN_MAX_Q];
         pq_tile_dots(p, r0, nl, dots);
+        if (p->q_terms) {
+            pq_tile_terms(p, r0, nl, dots);
+        }
         pq_vf prob[GGML_POLAR_CPU_ATTN_MAX_Q];
         int   any = 0;
         for (int h = 0; h < p->nq; ++h) {

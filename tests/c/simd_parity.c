@@ -50,16 +50,19 @@ static int same_value(float a, float b) {
     return ua == ub || (isnan(a) && isnan(b));
 }
 
-// ggml_polar_cpu_attn against softmax(scale * q.K^T + mask) V in double precision over the reference decode, with
-// the rows split into two chunks merged as flash-attention partials. Bound: 4e-5 absolute (v is O(1)).
+// ggml_polar_cpu_attn against softmax(scale * (q.K^T + q_terms.k_terms^T) + mask) V in double precision over the
+// reference decode, with the rows split into two chunks merged as flash-attention partials. Bound: 4e-5 absolute
+// (v is O(1)).
 static int check_attention(void) {
-    enum { ROWS = 83, NQ = 3, DK = 128, DV = 128 };
+    enum { ROWS = 83, NQ = 3, DK = 128, DV = 128, NT = 70 };
     float *        kv      = exact(sizeof(float) * ROWS * DK);
     float *        kref    = exact(sizeof(float) * ROWS * DK);
     float *        koff    = exact(sizeof(float) * ROWS * DK);
     float *        vref    = exact(sizeof(float) * ROWS * DV);
     float *        scratch = exact(sizeof(float) * ggml_polar_cpu_attn_kernel_scratch(NQ, DK, DV));
     float *        q       = exact(sizeof(float) * NQ * DK);
+    float *        qt      = exact(sizeof(float) * NQ * NT);
+    float *        kt      = exact(sizeof(float) * ROWS * NT); // the pass's layout: kt[r*rs + t*ts]
     uint16_t *     mask    = exact(sizeof(uint16_t) * NQ * ROWS);
     float          slope[NQ] = { 1.0f, 0.5f, 0.25f };
     int            failures = 0;
@@ -86,6 +89,10 @@ static int check_attention(void) {
             const float scale = 0.125f, cap = softcap ? 5.0f : 0.0f;
             // the soft-capped pass also adds K offsets (ggml_flash_attn_ext_set_k_offset) to every K row
             for (int i = 0; i < ROWS * DK; ++i) koff[i] = softcap ? 0.5f * rng_normal() : 0.0f;
+            // score terms in both layouts: a term's rows side by side (vector loads), then each row's terms together
+            const size_t rs = softcap ? NT : 1, ts = softcap ? 1 : ROWS;
+            for (int i = 0; i < NQ * NT; ++i) qt[i] = 0.3f * rng_normal();
+            for (int i = 0; i < ROWS * NT; ++i) kt[i] = rng_normal();
 
             float M[NQ], S[NQ], acc[NQ * DV];
             for (int h = 0; h < NQ; ++h) { M[h] = -INFINITY; S[h] = 0.0f; }
@@ -95,7 +102,7 @@ static int check_attention(void) {
                 const int r0 = c ? split : 0, n = c ? ROWS - split : split;
                 struct ggml_polar_cpu_attn_params p = {
                     t, t, kq + r0 * row, row, vq + r0 * row, row, n, DK, DV, q, DK, NQ, mask + r0, ROWS, slope,
-                    scale, cap, softcap ? koff + r0 * DK : NULL, DK,
+                    scale, cap, softcap ? koff + r0 * DK : NULL, DK, qt, NT, kt + r0 * rs, rs, ts, NT,
                 };
                 ggml_polar_cpu_attn(&p, M, S, acc, scratch);
             }
@@ -104,6 +111,7 @@ static int check_attention(void) {
                 for (int r = 0; r < ROWS; ++r) {
                     double s = 0.0;
                     for (int d = 0; d < DK; ++d) s += ((double) kref[r * DK + d] + koff[r * DK + d]) * q[h * DK + d];
+                    for (int t = 0; t < NT; ++t) s += (double) qt[h * NT + t] * kt[r * rs + t * ts];
                     s *= scale;
                     if (cap != 0.0f) s = cap * tanh(s);
                     const uint16_t m = mask[h * ROWS + r];
@@ -129,7 +137,7 @@ static int check_attention(void) {
         free(kq);
         free(vq);
     }
-    free(kv); free(kref); free(koff); free(vref); free(scratch); free(q); free(mask);
+    free(kv); free(kref); free(koff); free(vref); free(scratch); free(q); free(qt); free(kt); free(mask);
     return failures;
 }
 
