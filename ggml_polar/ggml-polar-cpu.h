@@ -90,9 +90,10 @@ struct ggml_polar_cpu_attn_params {
     // k_terms[r*k_terms_row_stride + t*k_terms_stride] (row 0 of the chunk), before the scale; NULL: none
     const float *    q_terms;
     size_t           q_terms_stride;     // floats
-    const float *    k_terms;
-    size_t           k_terms_row_stride; // floats; 1 (a term's rows side by side) reads them as vectors, else gathers
-    size_t           k_terms_stride;     // floats
+    const void *     k_terms;            // floats, or fp16 bits with k_terms_f16
+    int              k_terms_f16;
+    size_t           k_terms_row_stride; // elements; 1 (a term's rows side by side) reads them as vectors
+    size_t           k_terms_stride;     // elements
     int              n_terms;
 };
 #define GGML_POLAR_CPU_ATTN_MAX_Q 16

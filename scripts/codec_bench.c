@@ -1,6 +1,6 @@
 // Microbenchmark of the CPU codec on one machine: the SIMD encoder (the cache write, a row of 3 blocks at a time)
 // against the reference encoder, the SIMD block decoder, and ggml_polar_cpu_attn over 4096 cache rows for 3 query
-// heads sharing one KV head (SmolLM2's layout, head 64), without and with 64 score terms (key centers restored).
+// heads sharing one KV head (SmolLM2's layout, head 64), without and with 64 fp16 score terms (key centers restored).
 //   cc -O3 -march=native -ffp-contract=off -Iggml_polar scripts/codec_bench.c ggml_polar/cpu/polar-cpu-decode.c
 //      ggml_polar/cpu/polar-cpu-attn.c ggml_polar/ggml-polar.c -lm -o build/codec_bench && build/codec_bench pq46
 #include "ggml-polar-cpu.h"
@@ -92,17 +92,17 @@ int main(int argc, char ** argv) {
     const double t_decode = (now() - t0) / (reps * (double) ROWS);
 
     float   q[NQ * D], qt[NQ * D];
-    // one term per dimension, a term's rows side by side, padded as llama.cpp pads them (a power-of-two stride puts
-    // every term of a row in one cache set)
+    // one term per dimension, fp16, a term's rows side by side, padded: as llama.cpp passes them (a power-of-two
+    // stride would put every term of a row in one cache set)
     enum { TERM_STRIDE = ROWS + 16 };
-    float * kt      = malloc(sizeof(float) * TERM_STRIDE * D);
+    uint16_t * kt   = malloc(sizeof(uint16_t) * TERM_STRIDE * D);
     float * scratch = malloc(sizeof(float) * ggml_polar_cpu_attn_kernel_scratch(NQ, D, D));
     for (int i = 0; i < NQ * D; ++i) {
         q[i]  = (float) rand() / (float) RAND_MAX;
         qt[i] = (float) rand() / (float) RAND_MAX;
     }
     for (int i = 0; i < TERM_STRIDE * D; ++i) {
-        kt[i] = (float) rand() / (float) RAND_MAX;
+        kt[i] = (uint16_t) (0x3800 | (rand() & 0x3ff)); // fp16 in [0.5, 1)
     }
     struct ggml_polar_cpu_attn_params p = {
         .k_type = t, .v_type = t, .k = k, .k_row_stride = NKV * ts, .v = v, .v_row_stride = NKV * ts,
@@ -110,7 +110,8 @@ int main(int argc, char ** argv) {
     };
     const double t_attn = time_attention(&p, scratch);
     // key centers restored per position (llama.cpp's decode): D score terms per row
-    p.q_terms = qt, p.q_terms_stride = D, p.k_terms = kt, p.k_terms_row_stride = 1, p.k_terms_stride = TERM_STRIDE;
+    p.q_terms = qt, p.q_terms_stride = D, p.k_terms = kt, p.k_terms_f16 = 1, p.k_terms_row_stride = 1;
+    p.k_terms_stride = TERM_STRIDE;
     p.n_terms = D;
     const double t_terms = time_attention(&p, scratch);
 

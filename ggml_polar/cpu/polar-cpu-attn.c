@@ -131,31 +131,42 @@ static void pq_tile_dots(const struct ggml_polar_cpu_attn_params * p, int r0, in
     }
 }
 
-// The tile's rows of term t (lanes past the rows: 0): one load where the rows' terms are side by side, else a gather.
-PQ_INLINE pq_vf pq_tile_term(const struct ggml_polar_cpu_attn_params * p, const float * rows, pq_vi offsets, int nl,
-                             int t) {
-    const float * at = rows + (size_t) t * p->k_terms_stride;
-    if (p->k_terms_row_stride != 1) {
-        return pq_gather_f32(at, offsets);
+// The tile's rows of term t (lanes past the rows: 0): one load where the rows' terms are side by side, else one
+// value at a time (fp16 terms) or a gather (f32 terms).
+PQ_INLINE pq_vf pq_tile_term(const struct ggml_polar_cpu_attn_params * p, size_t r0, pq_vi offsets, int nl, int t) {
+    const size_t at = r0 * p->k_terms_row_stride + (size_t) t * p->k_terms_stride;
+    if (!p->k_terms_f16) {
+        const float * x = (const float *) p->k_terms + at;
+        if (p->k_terms_row_stride != 1) {
+            return pq_gather_f32(x, offsets);
+        }
+        if (nl == PQ_LANES) {
+            return pq_load(x);
+        }
+        float part[PQ_LANES] = { 0 };
+        memcpy(part, x, (size_t) nl * sizeof(float));
+        return pq_load(part);
     }
-    if (nl == PQ_LANES) {
-        return pq_load(at);
+    const uint16_t * x = (const uint16_t *) p->k_terms + at;
+    if (p->k_terms_row_stride == 1 && nl == PQ_LANES) {
+        return pq_load_fp16(x);
     }
-    float part[PQ_LANES] = { 0 };
-    memcpy(part, at, (size_t) nl * sizeof(float));
-    return pq_load(part);
+    uint16_t part[PQ_LANES] = { 0 };
+    for (int r = 0; r < nl; ++r) {
+        part[r] = x[(size_t) r * p->k_terms_row_stride];
+    }
+    return pq_load_fp16(part);
 }
 
-// dots[h] += q_terms_h . k_terms for every row of the tile (ggml_flash_attn_ext_set_k_terms): a product like q.k,
+// dots[h] += q_terms_h . k_terms for every row of the tile (ggml_flash_attn_ext_set_score_terms): a product like q.k,
 // with the terms in place of a decoded block.
 static void pq_tile_terms(const struct ggml_polar_cpu_attn_params * p, int r0, int nl, pq_vf * dots) {
-    const float * rows    = p->k_terms + (size_t) r0 * p->k_terms_row_stride;
-    const pq_vi   offsets = pq_lane_offsets(p->k_terms_row_stride, nl);
+    const pq_vi offsets = pq_lane_offsets(p->k_terms_row_stride, nl);
     for (int t0 = 0; t0 < p->n_terms; t0 += PQ_BLOCK) {
         const int n = pq_min(p->n_terms - t0, PQ_BLOCK);
         pq_vf     val[PQ_BLOCK];
         for (int t = 0; t < n; ++t) {
-            val[t] = pq_tile_term(p, rows, offsets, nl, t0 + t);
+            val[t] = pq_tile_term(p, (size_t) r0, offsets, nl, t0 + t);
         }
         for (int h = 0; h < p->nq; h += PQ_DOT_CHAINS) {
             pq_block_dots(p->q_terms + t0, p->q_terms_stride, n, h, pq_min(p->nq - h, PQ_DOT_CHAINS), val, dots);

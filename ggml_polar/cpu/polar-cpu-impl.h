@@ -45,3 +45,17 @@ static inline pq_vf pq_fp16_lanes(pq_vi h) {
     pq_vf r = pq_select(pq_eq(e, 0x1f), pq_as_f(inf), pq_as_f(norm));
     return pq_select(pq_eq0(e), sub_signed, r);
 }
+
+// PQ_LANES fp16 values at x as floats, for values that are never NaN (score terms): the ISA's conversion where it has
+// one (it may quiet a signaling NaN, which pq_fp16_lanes keeps), else pq_fp16_lanes.
+static inline pq_vf pq_load_fp16(const uint16_t * x) {
+#if defined(__AVX512F__)
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) x));
+#elif defined(__AVX2__) && defined(__F16C__)
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) x));
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x)));
+#else
+    return pq_fp16_lanes(pq_load_u16(x));
+#endif
+}

@@ -9,6 +9,7 @@
 // one byte past them.
 #include "ggml-polar-cpu.h"
 #include "ggml-polar.h"
+#include "polar-codec.h"
 
 #include <float.h>
 #include <math.h>
@@ -63,6 +64,7 @@ static int check_attention(void) {
     float *        q       = exact(sizeof(float) * NQ * DK);
     float *        qt      = exact(sizeof(float) * NQ * NT);
     float *        kt      = exact(sizeof(float) * ROWS * NT); // the pass's layout: kt[r*rs + t*ts]
+    uint16_t *     kt16    = exact(sizeof(uint16_t) * ROWS * NT); // the same as fp16 bits, on the fp16 passes
     uint16_t *     mask    = exact(sizeof(uint16_t) * NQ * ROWS);
     float          slope[NQ] = { 1.0f, 0.5f, 0.25f };
     int            failures = 0;
@@ -73,7 +75,10 @@ static int check_attention(void) {
         const size_t                        row  = (DK / 64) * info->type_size;
         uint8_t *                           kq   = exact(ROWS * row);
         uint8_t *                           vq   = exact(ROWS * row);
-        for (int softcap = 0; softcap < 2; ++softcap) {
+        // passes: 0 plain, 1 soft-capped with K offsets; score terms on all, f32 (passes 0-1) or fp16 (2-3), a term's
+        // rows side by side (even passes: vector loads) or each row's terms together (odd)
+        for (int pass = 0; pass < 4; ++pass) {
+            const int softcap = pass == 1, f16 = pass >= 2;
             for (int i = 0; i < ROWS * DK; ++i) kv[i] = rng_normal();
             info->from_float_ref(kv, kq, ROWS * DK);
             for (int i = 0; i < ROWS * DV; ++i) kv[i] = rng_normal();
@@ -90,9 +95,14 @@ static int check_attention(void) {
             // the soft-capped pass also adds K offsets (ggml_flash_attn_ext_set_k_offset) to every K row
             for (int i = 0; i < ROWS * DK; ++i) koff[i] = softcap ? 0.5f * rng_normal() : 0.0f;
             // score terms in both layouts: a term's rows side by side (vector loads), then each row's terms together
-            const size_t rs = softcap ? NT : 1, ts = softcap ? 1 : ROWS;
+            const size_t rs = pass % 2 ? NT : 1, ts = pass % 2 ? 1 : ROWS;
             for (int i = 0; i < NQ * NT; ++i) qt[i] = 0.3f * rng_normal();
-            for (int i = 0; i < ROWS * NT; ++i) kt[i] = rng_normal();
+            for (int i = 0; i < ROWS * NT; ++i) {
+                // fp16: normal values of either sign in [0.25, 4)
+                const uint32_t u = rng_u32();
+                kt16[i] = (uint16_t) (((u >> 31) << 15) | ((13 + (u >> 10) % 4) << 10) | (u & 0x3ff));
+                kt[i]   = f16 ? pq_fp16_to_f32(kt16[i]) : rng_normal();
+            }
 
             float M[NQ], S[NQ], acc[NQ * DV];
             for (int h = 0; h < NQ; ++h) { M[h] = -INFINITY; S[h] = 0.0f; }
@@ -102,7 +112,8 @@ static int check_attention(void) {
                 const int r0 = c ? split : 0, n = c ? ROWS - split : split;
                 struct ggml_polar_cpu_attn_params p = {
                     t, t, kq + r0 * row, row, vq + r0 * row, row, n, DK, DV, q, DK, NQ, mask + r0, ROWS, slope,
-                    scale, cap, softcap ? koff + r0 * DK : NULL, DK, qt, NT, kt + r0 * rs, rs, ts, NT,
+                    scale, cap, softcap ? koff + r0 * DK : NULL, DK, qt, NT,
+                    f16 ? (const void *) (kt16 + r0 * rs) : (const void *) (kt + r0 * rs), f16, rs, ts, NT,
                 };
                 ggml_polar_cpu_attn(&p, M, S, acc, scratch);
             }
@@ -126,8 +137,8 @@ static int check_attention(void) {
                     o /= sum;
                     const double got = acc[h * DV + d] / S[h];
                     if (!(fabs(got - o) <= 1e-5 * 4.0)) {
-                        printf("%s attention (softcap %d): query %d value %d: %.7g vs %.7g\n", info->name, softcap,
-                               h, d, got, o);
+                        printf("%s attention (pass %d): query %d value %d: %.7g vs %.7g\n", info->name, pass, h, d,
+                               got, o);
                         ++failures;
                         d = DV;
                     }
@@ -137,7 +148,7 @@ static int check_attention(void) {
         free(kq);
         free(vq);
     }
-    free(kv); free(kref); free(koff); free(vref); free(scratch); free(q); free(qt); free(kt); free(mask);
+    free(kv); free(kref); free(koff); free(vref); free(scratch); free(q); free(qt); free(kt); free(kt16); free(mask);
     return failures;
 }
 
