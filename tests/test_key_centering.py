@@ -2,7 +2,8 @@
 receives past its sink rows or calibrated over a text (llama_polar.calibrate, LLAMA_K_CENTERS).
 
 Per position (LLAMA_K_CENTER_MODE=rope, the default for online centers), c is taken before RoPE, a key at position p
-is stored as k - R(p) c, and attention adds q.R(p) c back through a per-head mask. Fixed (LLAMA_K_CENTER_MODE=fixed,
+is stored as k - R(p) c, and attention adds q.R(p) c back (on the CPU: flash attention's K offsets in batches, its
+score terms in decode; elsewhere a per-head mask). Fixed (LLAMA_K_CENTER_MODE=fixed,
 and calibrated centers), every key is stored as k - c in the cache's basis, and softmax's invariance to one shift of
 every key (q.(k - c) = q.k - q.c for all keys of a query) restores it. Both are exact. On the Q4_1 model every perturbation, however small, moves the logits by the 8-bit rounding of activations in
 its matmuls (KLD ~0.003 for any change), so exactness is checked on an F32 copy of the model, made with
@@ -32,7 +33,7 @@ def f32_base(f32_model, text_path, tmp_path_factory):
 
 @MODES
 def test_centering_is_exact_with_an_f32_cache(f32_model, text_path, f32_base, on):
-    # per position, the mask that restores the centers is f16: its rounding is all that is left
+    # per position, what restores the centers is float32 products: their rounding is all that is left
     centered = perplexity.kl_divergence(f32_model, text_path, CHUNKS, f32_base, "f32", timeout=900, env=on)
     assert centered.kld < 1e-5 and centered.same_top > 99.5, centered
 

@@ -161,14 +161,17 @@ def test_cpu_flash_attention_exact_rows_match_the_reference(bin_dir):
 
 
 
-def test_cpu_flash_attention_k_offsets_match_the_reference(bin_dir):
-    """K offsets (ggml_flash_attn_ext_set_k_offset, patch 0012: how patch 0013 restores key centers per position in
-    batches) on every CPU path against the reference path, added to cache rows and exact rows alike, the offsets a
-    permuted view as llama.cpp passes them: polar K with a polar or f16 V (decode and small batches: the polar path;
+@pytest.mark.parametrize("var", ["k_offset=1", "score_terms=f32", "score_terms=f16"])
+def test_cpu_flash_attention_k_offsets_and_score_terms_match_the_reference(bin_dir, var):
+    """The two ways patch 0013 restores key centers per position (patch 0012) on every CPU path against the reference
+    path, on cache rows and exact rows alike, laid out as llama.cpp passes them: K offsets
+    (ggml_flash_attn_ext_set_k_offset, batches: a permuted view added to K's rows) and score terms
+    (ggml_flash_attn_ext_set_score_terms, decode: 70 terms per query and per cell, F32 or F16 (llama.cpp's), a
+    cell's terms a padded stride apart). Polar K with a polar or f16 V (decode and small batches: the polar path;
     75 queries: tiled), f16 K with a polar V (the polar path's f16 partner) and f16 K and V."""
-    result = run_tool("test-backend-ops", "test", "-o", "FLASH_ATTN_EXT", "-b", "CPU", "-p", "k_offset=1", timeout=900)
+    result = run_tool("test-backend-ops", "test", "-o", "FLASH_ATTN_EXT", "-b", "CPU", "-p", var, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     m = re.search(r"(\d+)/(\d+) tests passed", result.stdout)
     assert m and m.group(1) == m.group(2) and int(m.group(2)) == 24, result.stdout[-2000:]
     for nb in (1, 3, 75):
-        assert re.search(rf"nb={nb},type_K=pq46,type_V=pq37,.*k_offset=1\): .*OK", result.stdout), nb
+        assert re.search(rf"nb={nb},type_K=pq46,type_V=pq37,.*{var}\): .*OK", result.stdout), nb
