@@ -131,8 +131,8 @@ static void pq_tile_dots(const struct ggml_polar_cpu_attn_params * p, int r0, in
     }
 }
 
-// The tile's rows of term t (lanes past the rows: 0): one load where the rows' terms are side by side, else one
-// value at a time (fp16 terms) or a gather (f32 terms).
+// The tile's rows of term t: one load where the rows' terms are side by side, else one value at a time (fp16 terms)
+// or a gather (f32 terms). Lanes past the rows hold 0, or row 0's term after a gather: their scores are masked.
 PQ_INLINE pq_vf pq_tile_term(const struct ggml_polar_cpu_attn_params * p, size_t r0, pq_vi offsets, int nl, int t) {
     const size_t at = r0 * p->k_terms_row_stride + (size_t) t * p->k_terms_stride;
     if (!p->k_terms_f16) {
