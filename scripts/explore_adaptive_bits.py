@@ -5,11 +5,14 @@ A fixed polar type spends bits[l] bits on every angle of level l. Here each leve
 but spends it across its nodes by their decoded radii, top level first, so the decoder can repeat the allocation:
 greedily, one bit at a time, to the node whose expected squared error 2 r^2 (1 - E[cos(angle error)]) drops most
 (ties to the lower index). The angle codebooks are the generated Lloyd-Max ones (llama_polar.codebooks). Cheaper
-allocations a decoder could afford: a fixed profile of bits per rank of the radii ("rank"), greedy inside groups of
-N consecutive nodes that share N x bits ("groupN"), and two siblings splitting 2 x bits ("siblings").
+allocations a decoder could afford: a fixed profile of bits per rank of the radii ("rank"), the same inside groups of
+N consecutive nodes that share N x bits ("rankN"), greedy inside such groups ("groupN"), and two siblings splitting
+2 x bits by the ratio of their radii, which their parent's angle alone gives ("siblings").
 
   explore_adaptive_bits.py --gaussian            relative MSE, fixed vs adaptive, for each family type's bits
-  explore_adaptive_bits.py --kld --ctx 2048      mean KLD in the simulator (SmolLM2, Paradise Lost), the polar
+  explore_adaptive_bits.py --by-level rank8      the same for one allocation at some levels only
+  explore_adaptive_bits.py --kld --ctx 2048 --modes greedy,rank8
+                                                 mean KLD in the simulator (SmolLM2, Paradise Lost), the polar
                                                  types replaced by their adaptive versions
 
 This is a prototype to decide whether the codec is worth building; nothing in the product imports it.
@@ -75,24 +78,26 @@ def expand(val: np.ndarray, ang: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def rank_profile(level_bits: tuple[int, ...], rows: int = 4096) -> dict[int, np.ndarray]:
-    """Per level, the bits of each rank (largest decoded radius first): the greedy allocation's mean bits per rank on
-    Gaussian blocks, rounded so that the level keeps its total. A decoder then needs only the ranks of the radii."""
+def rank_profile(level_bits: tuple[int, ...], group: int = BLOCK, rows: int = 4096) -> dict[int, np.ndarray]:
+    """Per level, the bits of each rank (largest decoded radius first) inside groups of `group` consecutive nodes:
+    the greedy allocation's mean bits per rank on Gaussian blocks, rounded so that the group keeps its total. A
+    decoder then needs only the ranks of the radii within each group."""
     x = np.random.default_rng(7).standard_normal((rows, BLOCK))
     top, angles = polar_tree(x)
     val = top.astype(np.float16).astype(np.float64)[:, None]
     profile = {}
     for level in range(LEVELS, 0, -1):
-        nodes = BLOCK >> level
+        nodes = min(BLOCK >> level, group)
         total = nodes * level_bits[level - 1]
-        bits = allocate(val, level, total)
-        order = np.argsort(-val, axis=1, kind="stable")
+        grouped = val.reshape(-1, nodes)
+        bits = allocate(grouped, level, total)
+        order = np.argsort(-grouped, axis=1, kind="stable")
         mean = np.take_along_axis(bits, order, axis=1).mean(axis=0)
         prof = np.floor(mean).astype(np.int64)
         for j in np.argsort(-(mean - prof), kind="stable")[:total - prof.sum()]:
             prof[j] += 1
         profile[level] = prof
-        val = expand(val, quantize_angle(angles[level], level, bits))
+        val = expand(val, quantize_angle(angles[level], level, bits.reshape(val.shape)))
     return profile
 
 
@@ -146,22 +151,29 @@ def polar_tree(x: np.ndarray):
     return r[:, 0], angles
 
 
-def roundtrip(x: np.ndarray, level_bits: tuple[int, ...], adaptive: str | bool) -> np.ndarray:
+def roundtrip(x: np.ndarray, level_bits: tuple[int, ...], adaptive: str | bool,
+              levels: frozenset[int] = frozenset(range(1, LEVELS + 1))) -> np.ndarray:
     """Encode and decode (n, 64) values with a type's bits per level, fixed (False), radius-adaptive ("greedy") or
-    by rank ("rank": rank_profile); fp16 top radius."""
+    by rank ("rank": rank_profile) at the given levels (1 = pairs), fixed at the others; fp16 top radius."""
     top, angles = polar_tree(x.astype(np.float64))
     val = top.astype(np.float16).astype(np.float64)[:, None]
-    profile = rank_profile(tuple(level_bits)) if adaptive == "rank" else None
+    rank_group = None
+    if isinstance(adaptive, str) and adaptive.startswith("rank"):
+        rank_group = int(adaptive[4:] or BLOCK)
+        profile = rank_profile(tuple(level_bits), rank_group)
     for level in range(LEVELS, 0, -1):
         nodes = BLOCK >> level
         total = nodes * level_bits[level - 1]
-        if isinstance(adaptive, str) and adaptive.startswith("group"):
+        if level not in levels:
+            bits = np.full(val.shape, level_bits[level - 1])
+        elif isinstance(adaptive, str) and adaptive.startswith("group"):
             size = min(int(adaptive[5:]), nodes)
             bits = allocate(val.reshape(-1, size), level, size * level_bits[level - 1]).reshape(val.shape)
         elif adaptive == "siblings":
             bits = siblings(val, level, level_bits[level - 1])
-        elif adaptive == "rank":
-            bits = ranked(val, profile[level])
+        elif rank_group:
+            size = min(rank_group, nodes)
+            bits = ranked(val.reshape(-1, size), profile[level]).reshape(val.shape)
         elif adaptive:
             bits = allocate(val, level, total)
         else:
@@ -174,30 +186,49 @@ def rel_mse(x, y) -> float:
     return float(np.sum((x - y) ** 2) / np.sum(x * x))
 
 
+ALLOCATIONS = ("greedy", "rank", "group8", "rank8", "rank4", "siblings")
+
+
 def gaussian_table(n: int) -> None:
+    """Relative MSE of the fixed allocation and each adaptive one's ratio to it, per single-group family type."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, BLOCK))
-    print("| type | bits/value | bits per level | rel. MSE fixed | greedy by radius | ratio | by rank | ratio | "
-          "split between siblings | ratio |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| type | bits/value | bits per level | rel. MSE fixed | " + " | ".join(ALLOCATIONS) + " |")
+    print("|---|---:|---|---:|" + "---:|" * len(ALLOCATIONS))
     for name, spec in gen.TREE_TYPES.items():
         if spec["groups"] != 1:
             continue
         lb = tuple(spec["level_bits"])
         f = rel_mse(x, roundtrip(x, lb, False))
-        a = rel_mse(x, roundtrip(x, lb, "greedy"))
-        r = rel_mse(x, roundtrip(x, lb, "rank"))
-        p = rel_mse(x, roundtrip(x, lb, "siblings"))
-        print(f"| {name} | {spec['type_size'] * 8 / BLOCK:.3f} | {'/'.join(map(str, lb))} | {f:.5f} | {a:.5f} | "
-              f"{a / f:.2f}x | {r:.5f} | {r / f:.2f}x | {p:.5f} | {p / f:.2f}x |")
+        ratios = " | ".join(f"{rel_mse(x, roundtrip(x, lb, a)) / f:.2f}x" for a in ALLOCATIONS)
+        print(f"| {name} | {spec['type_size'] * 8 / BLOCK:.3f} | {'/'.join(map(str, lb))} | {f:.5f} | {ratios} |")
 
 
-def kld(ctx: int, chunks: int, configs: list[str]) -> None:
-    """Mean KLD of each configuration in the simulator, with the polar types as built and then adaptive."""
+LEVEL_SETS = {"all": range(1, 7), "1": (1,), "1-2": (1, 2), "2-6": range(2, 7), "3-6": range(3, 7)}
+
+
+def level_table(n: int, mode: str) -> None:
+    """Which levels an allocation's gain comes from: its ratio to the fixed one when only some levels adapt."""
+    x = np.random.default_rng(0).standard_normal((n, BLOCK))
+    print(f"| type | {mode} at levels " + " | ".join(LEVEL_SETS) + " |")
+    print("|---|" + "---:|" * len(LEVEL_SETS))
+    for name, spec in gen.TREE_TYPES.items():
+        if spec["groups"] != 1:
+            continue
+        lb = tuple(spec["level_bits"])
+        f = rel_mse(x, roundtrip(x, lb, False))
+        cells = " | ".join(f"{rel_mse(x, roundtrip(x, lb, mode, frozenset(s))) / f:.2f}x" for s in LEVEL_SETS.values())
+        print(f"| {name} | {cells} |")
+
+
+def kld(ctx: int, chunks: int, configs: list[str], modes: list[str]) -> None:
+    """Mean KLD of each configuration in the simulator, with the polar types as built and then with each allocation
+    mode (greedy, rankN, groupN, siblings)."""
     from llama_polar import models, simulate, texts
 
     class AdaptiveCodec:                 # the simulator's codec interface: quantize returns what dequantize takes
-        mode = "greedy"
+        def __init__(self, mode):
+            self.mode = mode
 
         def quantize(self, x, name):
             return roundtrip(np.asarray(x, dtype=np.float32).reshape(-1, BLOCK),
@@ -209,28 +240,37 @@ def kld(ctx: int, chunks: int, configs: list[str]) -> None:
     model = simulate.Model(models.model_path())
     data = list(simulate.text_chunks(model, texts.text_path(), chunks, ctx))
     built = simulate.evaluate(model, data, configs)
-    simulate.polar_codec = lambda: AdaptiveCodec()
-    adapted = simulate.evaluate(model, data, configs)
-    print(f"| configuration ({chunks} x {ctx} tokens, simulator) | KLD as built | KLD adaptive | ratio |")
-    print("|---|---:|---:|---:|")
+    adapted = {}
+    for mode in modes:
+        simulate.polar_codec = lambda mode=mode: AdaptiveCodec(mode)
+        adapted[mode] = simulate.evaluate(model, data, configs)
+    print(f"| configuration ({chunks} x {ctx} tokens, simulator) | KLD as built | "
+          + " | ".join(f"{m} | ratio" for m in modes) + " |")
+    print("|---|---:|" + "---:|---:|" * len(modes))
     for c in configs:
-        b, a = built[c].kld, adapted[c].kld
-        print(f"| {c} | {b:.4f} | {a:.4f} | {a / b:.2f}x |")
+        b = built[c].kld
+        cells = " | ".join(f"{adapted[m][c].kld:.4f} | {adapted[m][c].kld / b:.2f}x" for m in modes)
+        print(f"| {c} | {b:.4f} | {cells} |")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gaussian", action="store_true")
     ap.add_argument("--rows", type=int, default=8192)
+    ap.add_argument("--by-level", metavar="MODE", help="relative MSE of one allocation adapting only some levels")
     ap.add_argument("--kld", action="store_true")
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--chunks", type=int, default=1)
     ap.add_argument("--configs", default="q4_0,pq46,pq42/pq32,pq37/pq27")
+    ap.add_argument("--modes", default="greedy", help="allocations for --kld, comma-separated: greedy, rankN, "
+                    "groupN, siblings")
     args = ap.parse_args()
     if args.gaussian:
         gaussian_table(args.rows)
+    if args.by_level:
+        level_table(args.rows, args.by_level)
     if args.kld:
-        kld(args.ctx, args.chunks, args.configs.split(","))
+        kld(args.ctx, args.chunks, args.configs.split(","), args.modes.split(","))
     return 0
 
 
