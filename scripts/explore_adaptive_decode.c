@@ -10,6 +10,8 @@
 // its output is a cost model, not a codec: the decode is timed, not checked.
 //   cc -O3 -march=native -ffp-contract=off -Iggml_polar -Iggml_polar/cpu scripts/explore_adaptive_decode.c
 //      ggml_polar/ggml-polar.c -lm -o build/explore_adaptive_decode && build/explore_adaptive_decode
+#define _POSIX_C_SOURCE 199309L // clock_gettime under -std=c11
+
 #include "polar-cpu-decode.c"
 
 #include <stdio.h>

@@ -95,3 +95,24 @@ def test_codec_benchmark_builds_and_reports(tmp_path):
     assert run.returncode == 0 and run.stdout.startswith("pq46 (") and "ns per cache row" in run.stdout
     bad = subprocess.run([str(exe), "pq99"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown type pq99" in bad.stderr
+
+
+def test_adaptive_decode_cost_model_builds_and_reports(tmp_path):
+    """scripts/explore_adaptive_decode.c, the measurement behind dropping radius-adaptive bits, still builds and times
+    its three decoders (x86-64 with AVX2, as every CI machine has)."""
+    if "avx2" not in cpu_flags():
+        pytest.fail("the cost model needs an x86-64 CPU with AVX2")
+    exe = tmp_path / "explore_adaptive_decode"
+    build = subprocess.run([shutil.which("cc") or "gcc", *FLAGS, "-march=native", "-I", str(SRC / "cpu"),
+                            str(ROOT / "scripts" / "explore_adaptive_decode.c"), str(SRC / "ggml-polar.c"), "-lm",
+                            "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 3
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        built, level1, ratio1, levels12, ratio12 = map(lambda c: float(c.rstrip("x")), cells[1:])
+        assert built > 0 and level1 > 0 and levels12 > 0
+        assert abs(ratio1 - level1 / built) < 0.01 and abs(ratio12 - levels12 / built) < 0.01
