@@ -152,7 +152,7 @@ def polar_tree(x: np.ndarray):
 
 
 def roundtrip(x: np.ndarray, level_bits: tuple[int, ...], adaptive: str | bool,
-              levels: frozenset[int] = frozenset(range(1, LEVELS + 1))) -> np.ndarray:
+              levels: frozenset[int] | None = None) -> np.ndarray:
     """Encode and decode (n, 64) values with a type's bits per level, fixed (False), radius-adaptive ("greedy") or
     by rank ("rank": rank_profile) at the given levels (1 = pairs), fixed at the others; fp16 top radius."""
     top, angles = polar_tree(x.astype(np.float64))
@@ -164,7 +164,7 @@ def roundtrip(x: np.ndarray, level_bits: tuple[int, ...], adaptive: str | bool,
     for level in range(LEVELS, 0, -1):
         nodes = BLOCK >> level
         total = nodes * level_bits[level - 1]
-        if level not in levels:
+        if levels is not None and level not in levels:
             bits = np.full(val.shape, level_bits[level - 1])
         elif isinstance(adaptive, str) and adaptive.startswith("group"):
             size = min(int(adaptive[5:]), nodes)
@@ -187,38 +187,37 @@ def rel_mse(x, y) -> float:
 
 
 ALLOCATIONS = ("greedy", "rank", "group8", "rank8", "rank4", "siblings")
+EVERY_LEVEL = frozenset(range(1, LEVELS + 1))
+LEVEL_SETS = {"all": range(1, 7), "1": (1,), "1-2": (1, 2), "2-6": range(2, 7), "3-6": range(3, 7)}
 
 
-def gaussian_table(n: int) -> None:
-    """Relative MSE of the fixed allocation and each adaptive one's ratio to it, per single-group family type."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, BLOCK))
-    print("| type | bits/value | bits per level | rel. MSE fixed | " + " | ".join(ALLOCATIONS) + " |")
-    print("|---|---:|---|---:|" + "---:|" * len(ALLOCATIONS))
+def ratio_rows(n: int, variants: list[tuple[str, frozenset[int]]]):
+    """Per single-group family type on n Gaussian blocks: (name, spec, bits per level, the fixed allocation's
+    relative MSE, each (allocation, levels) variant's ratio to it)."""
+    x = np.random.default_rng(0).standard_normal((n, BLOCK))
     for name, spec in gen.TREE_TYPES.items():
         if spec["groups"] != 1:
             continue
         lb = tuple(spec["level_bits"])
         f = rel_mse(x, roundtrip(x, lb, False))
-        ratios = " | ".join(f"{rel_mse(x, roundtrip(x, lb, a)) / f:.2f}x" for a in ALLOCATIONS)
-        print(f"| {name} | {spec['type_size'] * 8 / BLOCK:.3f} | {'/'.join(map(str, lb))} | {f:.5f} | {ratios} |")
+        yield name, spec, lb, f, [rel_mse(x, roundtrip(x, lb, mode, levels)) / f for mode, levels in variants]
 
 
-LEVEL_SETS = {"all": range(1, 7), "1": (1,), "1-2": (1, 2), "2-6": range(2, 7), "3-6": range(3, 7)}
+def gaussian_table(n: int) -> None:
+    """Relative MSE of the fixed allocation and each adaptive one's ratio to it."""
+    print("| type | bits/value | bits per level | rel. MSE fixed | " + " | ".join(ALLOCATIONS) + " |")
+    print("|---|---:|---|---:|" + "---:|" * len(ALLOCATIONS))
+    for name, spec, lb, f, ratios in ratio_rows(n, [(a, EVERY_LEVEL) for a in ALLOCATIONS]):
+        cells = " | ".join(f"{r:.2f}x" for r in ratios)
+        print(f"| {name} | {spec['type_size'] * 8 / BLOCK:.3f} | {'/'.join(map(str, lb))} | {f:.5f} | {cells} |")
 
 
 def level_table(n: int, mode: str) -> None:
     """Which levels an allocation's gain comes from: its ratio to the fixed one when only some levels adapt."""
-    x = np.random.default_rng(0).standard_normal((n, BLOCK))
     print(f"| type | {mode} at levels " + " | ".join(LEVEL_SETS) + " |")
     print("|---|" + "---:|" * len(LEVEL_SETS))
-    for name, spec in gen.TREE_TYPES.items():
-        if spec["groups"] != 1:
-            continue
-        lb = tuple(spec["level_bits"])
-        f = rel_mse(x, roundtrip(x, lb, False))
-        cells = " | ".join(f"{rel_mse(x, roundtrip(x, lb, mode, frozenset(s))) / f:.2f}x" for s in LEVEL_SETS.values())
-        print(f"| {name} | {cells} |")
+    for name, _, _, _, ratios in ratio_rows(n, [(mode, frozenset(s)) for s in LEVEL_SETS.values()]):
+        print(f"| {name} | " + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
 
 
 def kld(ctx: int, chunks: int, configs: list[str], modes: list[str]) -> None:
