@@ -66,6 +66,7 @@ static double now(void) {
 }
 
 // rank8 profiles for pq37 (explore_adaptive_bits.rank_profile(pq37's bits, 8)): bits by rank, largest radius first.
+// tests/test_simd.py checks that they are still what rank_profile gives.
 static const int32_t profile_l1[16] = { 5, 5, 4, 4, 4, 4, 3, 3 };
 static const int32_t profile_l2[16] = { 4, 4, 3, 3, 3, 3, 2, 2 };
 
@@ -119,7 +120,7 @@ static inline void pq37_rank8(const uint8_t * x, pq_vi offsets, pq_vf * val, con
     pq_words             b;
     pq_words_load(&b, x, offsets, d->type_size);
     val[0] = pq_fp16_lanes(pq_field(&b, 0, 16));
-    const int code_bit0 = 16;
+    const int code_bit0 = 16; // after pq37's one fp16 radius
     for (int l = d->levels - 1; l >= top; --l) {
         const int    nodes = 64 >> (l + 1);
         const pq_tab tc    = pq_tab_load(pq_cos + d->table_offset[l], d->bits[l]);

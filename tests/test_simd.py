@@ -7,6 +7,7 @@ must be bit-identical to the reference; dot products agree within the bound stat
 from __future__ import annotations
 
 import platform
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -116,3 +117,19 @@ def test_adaptive_decode_cost_model_builds_and_reports(tmp_path, isa):
         built, level1, ratio1, levels12, ratio12 = map(lambda c: float(c.rstrip("x")), cells[1:])
         assert built > 0 and level1 > 0 and levels12 > 0
         assert abs(ratio1 - level1 / built) < 0.01 and abs(ratio12 - levels12 / built) < 0.01
+
+
+def test_adaptive_decode_cost_model_profiles_are_the_explorers():
+    """The cost model's bits per rank are copied from scripts/explore_adaptive_bits.py's rank_profile (a C file cannot
+    import it): they must still be its profiles for pq37's levels 1 and 2, groups of 8."""
+    import sys
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import explore_adaptive_bits as explorer
+    from llama_polar import _codebooks as gen
+
+    source = (ROOT / "scripts" / "explore_adaptive_decode.c").read_text()
+    profile = explorer.rank_profile(tuple(gen.TREE_TYPES["pq37"]["level_bits"]), 8)
+    for level in (1, 2):
+        found = re.search(rf"profile_l{level}\[16\] = {{ ([\d, ]+) }};", source)
+        assert found, f"profile_l{level} not found"
+        assert [int(v) for v in found[1].split(",")] == [int(v) for v in profile[level]]
