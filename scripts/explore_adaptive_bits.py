@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from functools import lru_cache
 
@@ -187,11 +188,10 @@ def rel_mse(x, y) -> float:
 
 
 ALLOCATIONS = ("greedy", "rank", "group8", "rank8", "rank4", "siblings")
-EVERY_LEVEL = frozenset(range(1, LEVELS + 1))
 LEVEL_SETS = {"all": range(1, 7), "1": (1,), "1-2": (1, 2), "2-6": range(2, 7), "3-6": range(3, 7)}
 
 
-def ratio_rows(n: int, variants: list[tuple[str, frozenset[int]]]):
+def ratio_rows(n: int, variants: list[tuple[str, frozenset[int] | None]]):
     """Per single-group family type on n Gaussian blocks: (name, spec, bits per level, the fixed allocation's
     relative MSE, each (allocation, levels) variant's ratio to it)."""
     x = np.random.default_rng(0).standard_normal((n, BLOCK))
@@ -207,7 +207,7 @@ def gaussian_table(n: int) -> None:
     """Relative MSE of the fixed allocation and each adaptive one's ratio to it."""
     print("| type | bits/value | bits per level | rel. MSE fixed | " + " | ".join(ALLOCATIONS) + " |")
     print("|---|---:|---|---:|" + "---:|" * len(ALLOCATIONS))
-    for name, spec, lb, f, ratios in ratio_rows(n, [(a, EVERY_LEVEL) for a in ALLOCATIONS]):
+    for name, spec, lb, f, ratios in ratio_rows(n, [(a, None) for a in ALLOCATIONS]):
         cells = " | ".join(f"{r:.2f}x" for r in ratios)
         print(f"| {name} | {spec['type_size'] * 8 / BLOCK:.3f} | {'/'.join(map(str, lb))} | {f:.5f} | {cells} |")
 
@@ -264,6 +264,9 @@ def main() -> int:
     ap.add_argument("--modes", default="greedy", help="allocations for --kld, comma-separated: greedy, rankN, "
                     "groupN, siblings")
     args = ap.parse_args()
+    for mode in args.modes.split(",") + ([args.by_level] if args.by_level else []):
+        if not re.fullmatch(r"greedy|rank\d*|group\d+|siblings", mode):
+            ap.error(f"unknown allocation '{mode}': greedy, rank, rankN, groupN or siblings")
     if args.gaussian:
         gaussian_table(args.rows)
     if args.by_level:
