@@ -64,6 +64,8 @@ def test_validate_agrees_and_shows_progress(native_lib):
     (["report", "--configs", "f16+sink1"], "sink rows need a quantized K cache, not f16"),
     (["demo", "--type", "q4_0"], "--type must be a polar type"),
     (["calibrate", "--model", "smollm2"], "the following arguments are required: --out"),
+    (["scale-keys", "--model", "smollm2"], "the following arguments are required: --out"),
+    (["scale-keys", "--out", "/nonexistent/ks.gguf", "--ctx", "10"], "--ctx at least 66"),
     (["model", "--model", "llama3"], "invalid choice: 'llama3'"),
     (["codebooks", "--header"], "expected one argument"),
     (["simulate", "--ctx", "0"], "--ctx at least 2"),

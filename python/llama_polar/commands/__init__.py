@@ -13,6 +13,7 @@ COMMANDS = {
     "codebooks": ("llama_polar.codebooks", "generate the codebooks and type layouts (--check: fail if stale)"),
     "validate": ("llama_polar.commands.validate", "check the C library against the NumPy reference, per type"),
     "calibrate": ("llama_polar.commands.calibrate", "calibrate key centers for a polar K cache (LLAMA_K_CENTERS)"),
+    "scale-keys": ("llama_polar.commands.scale_keys", "a copy of a model with keys scaled per RoPE pair for a polar K cache"),
     "simulate": ("llama_polar.commands.simulate", "simulate KV-cache types in NumPy on a GGUF model: KLD vs f16"),
     "bench": ("llama_polar.commands.bench", "llama-bench over cache types: tokens/s, ratios to f16 and q4_0"),
     "report": ("llama_polar.commands.report", "the quality/speed/memory report: markdown and plots"),
