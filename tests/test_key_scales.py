@@ -21,6 +21,8 @@ def test_scales_make_query_and_key_energies_proportional():
         assert np.allclose(ratio, ratio[0], rtol=1e-5)
         assert abs(np.log(pair).mean()) < 1e-6, "geometric mean 1"
     assert np.allclose(key_scales.scales_of(eq, eq * 3.0, True), 1.0), "proportional energies: nothing to scale"
+    assert key_scales.alignment(eq, eq * 3.0) == pytest.approx(1.0)
+    assert key_scales.alignment(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == 0.0
     wild = key_scales.scales_of(np.array([1e12, 1.0, 1.0, 0.0]), np.ones(4), False)
     assert wild.max() <= key_scales.MAX_SCALE and wild.min() >= 1 / key_scales.MAX_SCALE and np.isfinite(wild).all()
 
@@ -107,3 +109,14 @@ def test_gemma3_keys_scaled_in_their_norm_weights_lose_less_in_a_polar_k_cache(g
     scaled = perplexity.kl_divergence(out, text_path, 2, base, "pq32", "f16", timeout=900)
     assert f16.kld < 0.01, f16
     assert scaled.kld < 0.5 * plain.kld, (scaled, plain)
+
+
+def test_the_command_writes_the_copy_and_says_how_aligned_the_layers_are(model_path, tmp_path):
+    from test_cli import polar
+    out = tmp_path / "ks.gguf"
+    result = polar("scale-keys", "--model", model_path, "--out", out, "--chunks", 1, "--ctx", 128)
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out}: keys of 30 layers scaled per RoPE pair" in result.stdout
+    assert "query/key alignment per layer" in result.stdout and "median 0." in result.stdout
+    assert out.stat().st_size == model_path.stat().st_size and out.read_bytes() != model_path.read_bytes()
+    assert not (tmp_path / "ks.gguf.partial").exists()

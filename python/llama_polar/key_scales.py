@@ -51,9 +51,16 @@ def scales_of(eq: np.ndarray, ek: np.ndarray, neox: bool) -> np.ndarray:
     return (np.concatenate([s, s]) if neox else np.repeat(s, 2)).astype(np.float32)
 
 
-def key_scales(model_path, text: bytes | None = None, chunks: int = 2, n_ctx: int = 1024,
-               progress: bool = True) -> np.ndarray:
-    """(n_layer, head_dim) float32 scales of every layer's keys, from the queries and centered keys of `chunks`
+def alignment(eq: np.ndarray, ek: np.ndarray) -> float:
+    """(sum_i sqrt(eq_i ek_i))^2 / (sum eq)(sum ek): 1 when query and key energies are proportional across the pairs
+    (scales change nothing), small when they sit in different pairs; for a key error of the same relative size in
+    every direction, the factor by which the scales lower E(q.e)^2."""
+    return float(np.sqrt(eq * ek).sum() ** 2 / (eq.sum() * ek.sum()))
+
+
+def pair_energies(model_path, text: bytes | None = None, chunks: int = 2, n_ctx: int = 1024,
+                  progress: bool = True) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(query energies, centered key energies, neox): each (n_layer, head_dim / 2) per RoPE pair, over `chunks`
     chunks of `text` (default: Python standard-library docstrings) through an f16 cache."""
     from tqdm import tqdm
 
@@ -75,7 +82,14 @@ def key_scales(model_path, text: bytes | None = None, chunks: int = 2, n_ctx: in
     for chunk in tqdm(calibration_chunks(model, text, chunks, n_ctx), desc="key scales", unit="chunk",
                       disable=not progress):
         model.forward(chunk, simulate.CacheSim(), out_from=len(chunk) - 1)
-    return np.stack([scales_of(eq[il], ek[il], hp.rope_neox) for il in range(hp.n_layer)])
+    return eq, ek, hp.rope_neox
+
+
+def key_scales(model_path, text: bytes | None = None, chunks: int = 2, n_ctx: int = 1024,
+               progress: bool = True) -> np.ndarray:
+    """(n_layer, head_dim) float32 scales of every layer's keys (pair_energies, then scales_of)."""
+    eq, ek, neox = pair_energies(model_path, text, chunks, n_ctx, progress)
+    return np.stack([scales_of(q, k, neox) for q, k in zip(eq, ek)])
 
 
 def scale_rows(data: np.ndarray, type_name: str, row_scales: np.ndarray) -> None:

@@ -7,6 +7,8 @@ the same model with an f16 cache, a lower loss with a quantized K cache.
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from llama_polar import key_scales, models
 
 
@@ -24,8 +26,14 @@ def main(argv=None, prog=None) -> int:
 
     model = models.from_argument(ap, args.model)
     text = args.text.read_bytes() if args.text else None
-    scales = key_scales.key_scales(model, text, args.chunks, args.ctx)
+    eq, ek, neox = key_scales.pair_energies(model, text, args.chunks, args.ctx)
+    scales = np.stack([key_scales.scales_of(q, k, neox) for q, k in zip(eq, ek)])
     key_scales.write_scaled_model(model, args.out, scales)
-    print(f"wrote {args.out}: keys of {scales.shape[0]} layers scaled per RoPE pair by "
-          f"{scales.min():.3g}..{scales.max():.3g}, queries by the inverse")
+    aligned = [key_scales.alignment(q, k) for q, k in zip(eq, ek)]
+    low = sorted(range(len(aligned)), key=aligned.__getitem__)[:3]
+    print(f"wrote {args.out}: keys of {len(scales)} layers scaled per RoPE pair by {scales.min():.3g}..{scales.max():.3g}, "
+          f"queries by the inverse")
+    print("query/key alignment per layer (1: nothing to gain; Gemma-3-270M's global layers 0.05-0.18 gained 7-53x "
+          "in attention error, SmolLM2-135M's 0.63-0.88 nothing in KLD): lowest "
+          + ", ".join(f"layer {il} {aligned[il]:.2f}" for il in low) + f", median {np.median(aligned):.2f}")
     return 0
