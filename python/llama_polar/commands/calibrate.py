@@ -9,20 +9,24 @@ from pathlib import Path
 from llama_polar import calibrate, models
 
 
-def main(argv=None, prog=None) -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def calibration_arguments(argv, prog, doc: str, out_help: str, chunks: int, ctx: int, min_ctx: int = 2):
+    """Parse the options every calibration over a text shares: (model file, text bytes or None, arguments)."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="GGUF path or a known model name (default: SmolLM2)")
-    ap.add_argument("--out", type=Path, required=True, help="the centers file to write")
+    ap.add_argument("--out", type=Path, required=True, help=out_help)
     ap.add_argument("--text", type=Path, default=None,
                     help="calibration text (default: Python standard-library docstrings)")
-    ap.add_argument("--chunks", type=int, default=8, help="chunks of --ctx tokens (default: %(default)s)")
-    ap.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default: %(default)s)")
+    ap.add_argument("--chunks", type=int, default=chunks, help="chunks of --ctx tokens (default: %(default)s)")
+    ap.add_argument("--ctx", type=int, default=ctx, help="tokens per chunk (default: %(default)s)")
     args = ap.parse_args(argv)
-    if args.chunks < 1 or args.ctx < 2:
-        ap.error("--chunks must be positive and --ctx at least 2")
-
+    if args.chunks < 1 or args.ctx < min_ctx:
+        ap.error(f"--chunks must be positive and --ctx at least {min_ctx}")
     model = models.from_argument(ap, args.model)
-    text = args.text.read_bytes() if args.text else None
+    return model, args.text.read_bytes() if args.text else None, args
+
+
+def main(argv=None, prog=None) -> int:
+    model, text, args = calibration_arguments(argv, prog, __doc__, "the centers file to write", 8, 512)
     centers, identity = calibrate.key_centers(model, text, args.chunks, args.ctx)
     source = f"{args.text or 'stdlib docstrings'}, {args.chunks} x {args.ctx} tokens"
     calibrate.write_centers(args.out, centers, identity, source)

@@ -1,31 +1,19 @@
 """Write a copy of a model whose keys are scaled per RoPE pair, and its queries by the inverse (llama_polar.key_scales):
-the same model with an f16 cache, a lower loss with a quantized K cache.
+the same model with an f16 cache; with a polar K cache a much lower loss where queries and keys carry their energy in
+different pairs (Gemma-3-270M: 0.36x the KLD at 2.74 bits), none where they share them (SmolLM2-135M).
 
     llama-polar scale-keys --model model.gguf --out model.ks.gguf [--text file.txt]
     build/bin/llama-cli -m model.ks.gguf -ctk pq32 -ctv pq25 -fa on
 """
-import argparse
-from pathlib import Path
-
 import numpy as np
 
-from llama_polar import key_scales, models
+from llama_polar import key_scales
+from llama_polar.commands.calibrate import calibration_arguments
 
 
 def main(argv=None, prog=None) -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="GGUF path or a known model name (default: SmolLM2)")
-    ap.add_argument("--out", type=Path, required=True, help="the scaled model to write")
-    ap.add_argument("--text", type=Path, default=None,
-                    help="calibration text (default: Python standard-library docstrings)")
-    ap.add_argument("--chunks", type=int, default=2, help="chunks of --ctx tokens (default: %(default)s)")
-    ap.add_argument("--ctx", type=int, default=1024, help="tokens per chunk (default: %(default)s)")
-    args = ap.parse_args(argv)
-    if args.chunks < 1 or args.ctx < 66:
-        ap.error("--chunks must be positive and --ctx at least 66 (the keys 1-64 that the cache centers on, and more)")
-
-    model = models.from_argument(ap, args.model)
-    text = args.text.read_bytes() if args.text else None
+    # the cache centers on keys 1-64, so a chunk holds them and more
+    model, text, args = calibration_arguments(argv, prog, __doc__, "the scaled model to write", 2, 1024, min_ctx=66)
     eq, ek, neox = key_scales.pair_energies(model, text, args.chunks, args.ctx)
     scales = np.stack([key_scales.scales_of(q, k, neox) for q, k in zip(eq, ek)])
     key_scales.write_scaled_model(model, args.out, scales)
