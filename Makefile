@@ -6,6 +6,7 @@
 #   make report      the project's report (docs/report, about an hour), the README's tables from it, and the copy
 #                    llama-polar recommend ships with (python/llama_polar/report.json)
 #   make report-gemma3  Gemma-3-270M's report (docs/report-gemma3, about 20 minutes) and its copy for recommend --model
+#   make report-gemma3-ks  the same for Gemma-3-270M with its keys scaled (llama-polar scale-keys; docs/report-gemma3-ks)
 #   LLAMA_CMAKE_FLAGS="..." adds CMake options to the first configure (e.g. -DGGML_METAL=ON on a Mac)
 PYTHON    ?= python3
 VENV      := .venv
@@ -17,7 +18,7 @@ BUILD     := build
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 LLAMA_TARGETS := llama-cli llama-server llama-perplexity llama-bench llama-completion llama-quantize test-quantize-fns test-backend-ops ggml-rpc-server polar-fa-routes polar-perturb-kld
 
-.PHONY: all venv source native llama model gemma text patches-edit patches-export patches-check codebooks check-codebooks metal-check test-metal-emu test test-quick demo report report-gemma3 clean
+.PHONY: all venv source native llama model gemma text patches-edit patches-export patches-check codebooks check-codebooks metal-check test-metal-emu test test-quick demo report report-gemma3 report-gemma3-ks clean
 
 all: llama
 
@@ -126,6 +127,19 @@ report-gemma3: venv llama gemma text
 	$(VENV)/bin/llama-polar report --model gemma3 --types f16,q4_0 \
 		--decode $(GEMMA3_CONFIGS) --chunks 1 --short-chunks 0 --depths 0 --reps 1 --out docs/report-gemma3
 	cp docs/report-gemma3/report.json python/llama_polar/report-gemma3.json
+
+# Gemma-3-270M with its keys scaled per RoPE pair (llama-polar scale-keys), in decode at 8192 tokens: its report
+# (q4_0 and the f16 base on the same copy) and its copy for recommend --model $(GEMMA3_KS); about 25 minutes
+GEMMA3_KS := .cache/models/gemma-3-270m-q4_k_m.ks.gguf
+# at 2.75 bits: uniform, and with the first five sliding-window layers' keys at pq27 (on the model itself 0.91x the
+# KLD of GEMMA3_275: docs/measurements.md, "Gemma-3 under 2.75 bits")
+GEMMA3_KS_CONFIGS := pq42/pq27,pq32/pq27,pq27/pq22,pq25/pq22+L0-4=pq27/pq22+L5=pq32/pq22+L11=pq32/pq22+L17=pq22/pq22+sink0
+$(GEMMA3_KS): | venv gemma
+	$(VENV)/bin/llama-polar scale-keys --model gemma3 --out $@
+report-gemma3-ks: venv llama gemma text $(GEMMA3_KS)
+	$(VENV)/bin/llama-polar report --model $(GEMMA3_KS) --types f16,q4_0 \
+		--decode $(GEMMA3_KS_CONFIGS) --chunks 1 --short-chunks 0 --depths 0 --reps 1 --out docs/report-gemma3-ks
+	cp docs/report-gemma3-ks/report.json python/llama_polar/report-gemma3-ks.json
 
 clean:
 	rm -rf $(BUILD) build-native build-metal-emu

@@ -110,6 +110,21 @@ def test_the_packaged_measurements_are_the_projects_report():
     assert gemma.read_bytes() == (ROOT / "docs" / "report-gemma3" / "report.json").read_bytes()
     assert recommend.packaged(json.loads(gemma.read_text())["model"]) == gemma
     assert recommend.packaged("other.gguf") == recommend.packaged(None) == recommend.PACKAGED
+    scaled = recommend.PACKAGED.with_name("report-gemma3-ks.json")
+    assert scaled.read_bytes() == (ROOT / "docs" / "report-gemma3-ks" / "report.json").read_bytes()
+    assert recommend.packaged("gemma-3-270m-q4_k_m.ks.gguf") == scaled     # make report-gemma3-ks's copy
+
+
+def test_gemma3_with_scaled_keys_is_within_its_goal_at_2_75_bits_of_upstream_q4_0():
+    """Issue 17's goal for Gemma-3 at 2.75 bits: within 1.2x of SmolLM2's 1.2x upstream q4_0, q4_0 as users get it (on
+    the model itself, its shipped report). On the scaled copy (llama-polar scale-keys) q4_0 gains as much or more,
+    so against q4_0 on the same copy the configuration is worse than q4_0 (2.14x measured): both are reported."""
+    scaled = json.loads(recommend.packaged("gemma-3-270m-q4_k_m.ks.gguf").read_text())
+    plain = json.loads(recommend.packaged("gemma-3-270m-q4_k_m.gguf").read_text())
+    upstream_q4_0 = next(c.kld for c in recommend.candidates(plain) if c.spec == "q4_0")
+    best = recommend.choose(recommend.candidates(scaled, per_layer=True), 2.75)
+    assert best.bits <= 2.75 and best.kld / upstream_q4_0 <= 1.44, (best, upstream_q4_0)
+    assert best.vs_q4_0 > 1.0, "the same copy's q4_0 is lower: if that changes, the docs' figures must too"
 
 
 def test_gemma3_gets_its_own_measured_types_per_layer(gemma_path):
