@@ -1,6 +1,6 @@
 """Write a copy of a model whose keys are scaled per RoPE pair, and its queries by the inverse (llama_polar.key_scales):
 the same model with an f16 cache; with a polar K cache a much lower loss where queries and keys carry their energy in
-different pairs (Gemma-3-270M: 0.36x the KLD at 2.74 bits), none where they share them (SmolLM2-135M).
+different pairs (Gemma-3-270M: 0.35x the KLD at 2.74 bits), none where they share them (SmolLM2-135M).
 
     llama-polar scale-keys --model model.gguf --out model.ks.gguf [--text file.txt]
     build/bin/llama-cli -m model.ks.gguf -ctk pq32 -ctv pq25 -fa on
