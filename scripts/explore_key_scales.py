@@ -48,10 +48,8 @@ def main() -> int:
     layers = range(hp.n_layer) if args.layers is None else map(int, args.layers.split(","))
     for il in layers:
         q, k, v = seen[il]
-        pos = np.arange(len(k))
-        pre = simulate.rope(k, -pos, hp.rope_base[il], hp.rope_neox)[1:]
-        centered = pre - simulate.online_center(pre, simulate.ONLINE_KEYS - 1)
-        eq, ek = key_scales.pair_energy(q, hp.rope_neox), key_scales.pair_energy(centered, hp.rope_neox)
+        eq = key_scales.pair_energy(q, hp.rope_neox)
+        ek = key_scales.pair_energy(key_scales.centered_keys(k, hp, il), hp.rope_neox)
         aligned = key_scales.alignment(eq, ek)
         s = key_scales.scales_of(eq, ek, hp.rope_neox)
         exact = model.attention(il, q, k, v, simulate.CacheSim(), None)[later]

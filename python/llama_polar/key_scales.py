@@ -58,6 +58,18 @@ def alignment(eq: np.ndarray, ek: np.ndarray) -> float:
     return float(np.sqrt(eq * ek).sum() ** 2 / (eq.sum() * ek.sum()))
 
 
+def centered_keys(k: np.ndarray, hp, il: int) -> np.ndarray:
+    """Keys 1.. of layer il (k after RoPE, (T, heads, d)) as the cache centers them: before RoPE, minus the mean of
+    keys 1-64."""
+    pre = simulate.rope(k, -np.arange(len(k)), hp.rope_base[il], hp.rope_neox)[1:]
+    return pre - simulate.online_center(pre, simulate.ONLINE_KEYS - 1)
+
+
+def scales_of_layers(eq: np.ndarray, ek: np.ndarray, neox: bool) -> np.ndarray:
+    """(n_layer, head_dim) float32: scales_of for each layer's energies (n_layer, head_dim / 2)."""
+    return np.stack([scales_of(q, k, neox) for q, k in zip(eq, ek)])
+
+
 def pair_energies(model_path, text: bytes | None = None, chunks: int = 2, n_ctx: int = 1024,
                   progress: bool = True) -> tuple[np.ndarray, np.ndarray, bool]:
     """(query energies, centered key energies, neox): each (n_layer, head_dim / 2) per RoPE pair, over `chunks`
@@ -72,10 +84,8 @@ def pair_energies(model_path, text: bytes | None = None, chunks: int = 2, n_ctx:
 
     def record(il, h, pos):
         q, k, v = qkv(il, h, pos)
-        pre = simulate.rope(k, -pos, hp.rope_base[il], hp.rope_neox)[1:]        # as the cache centers: before RoPE,
-        centered = pre - simulate.online_center(pre, simulate.ONLINE_KEYS - 1)  # minus the mean of keys 1-64
         eq[il] += pair_energy(q, hp.rope_neox)
-        ek[il] += pair_energy(centered, hp.rope_neox)
+        ek[il] += pair_energy(centered_keys(k, hp, il), hp.rope_neox)
         return q, k, v
 
     model.qkv = record
@@ -87,14 +97,13 @@ def pair_energies(model_path, text: bytes | None = None, chunks: int = 2, n_ctx:
 
 def key_scales(model_path, text: bytes | None = None, chunks: int = 2, n_ctx: int = 1024,
                progress: bool = True) -> np.ndarray:
-    """(n_layer, head_dim) float32 scales of every layer's keys (pair_energies, then scales_of)."""
-    eq, ek, neox = pair_energies(model_path, text, chunks, n_ctx, progress)
-    return np.stack([scales_of(q, k, neox) for q, k in zip(eq, ek)])
+    """(n_layer, head_dim) float32 scales of every layer's keys (pair_energies, then scales_of_layers)."""
+    return scales_of_layers(*pair_energies(model_path, text, chunks, n_ctx, progress))
 
 
 def scale_rows(data: np.ndarray, type_name: str, row_scales: np.ndarray) -> None:
     """Multiply row r of a GGUF tensor's data (rows, row bytes or values; a writable view) by row_scales[r], in
-    place: the values of F32/F16/BF16 rows, the f16 block scales of a quantized type."""
+    place: the values of F32/F16 rows, the f16 block scales of a quantized type."""
     if type_name in ("F32", "F16"):
         data[:] = (data.astype(np.float32) * row_scales[:, None]).astype(data.dtype)
         return
@@ -103,7 +112,7 @@ def scale_rows(data: np.ndarray, type_name: str, row_scales: np.ndarray) -> None
                          f"(supported: F32, F16, {', '.join(_F16_SCALE_OFFSETS)})")
     import gguf
 
-    block_size, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name]]
+    _, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name]]
     blocks = data.view(np.uint8).reshape(len(row_scales), -1, type_size)
     for off in _F16_SCALE_OFFSETS[type_name]:
         d = blocks[:, :, off:off + 2].copy().view(np.float16)[..., 0]

@@ -15,7 +15,7 @@ def main(argv=None, prog=None) -> int:
     # the cache centers on keys 1-64, so a chunk holds them and more
     model, text, args = calibration_arguments(argv, prog, __doc__, "the scaled model to write", 2, 1024, min_ctx=66)
     eq, ek, neox = key_scales.pair_energies(model, text, args.chunks, args.ctx)
-    scales = np.stack([key_scales.scales_of(q, k, neox) for q, k in zip(eq, ek)])
+    scales = key_scales.scales_of_layers(eq, ek, neox)
     key_scales.write_scaled_model(model, args.out, scales)
     aligned = [key_scales.alignment(q, k) for q, k in zip(eq, ek)]
     low = sorted(range(len(aligned)), key=aligned.__getitem__)[:3]
