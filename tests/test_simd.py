@@ -133,3 +133,28 @@ def test_adaptive_decode_cost_model_profiles_are_the_explorers():
         found = re.search(rf"profile_l{level}\[16\] = {{ ([\d, ]+) }};", source)
         assert found, f"profile_l{level} not found"
         assert [int(v) for v in found[1].split(",")] == [int(v) for v in profile[level]]
+
+
+def test_trellis_cost_model_checks_itself_and_reports(tmp_path):
+    """scripts/explore_trellis_cost.c, the cost of a trellis codec at the polar types' sizes (docs/measurements.md),
+    still builds and passes its own checks on the AVX2 path: its three encoders write the same bytes and the decoders
+    return the encoder's path. Its AVX-512 path is only compiled here: no machine of this project has run it."""
+    source = ROOT / "scripts" / "explore_trellis_cost.c"
+    cc = shutil.which("cc") or "gcc"
+    compiled = subprocess.run([cc, *FLAGS, *X86_PATHS["avx512"][0], "-I", str(SRC / "cpu"), "-c", str(source),
+                               "-o", str(tmp_path / "avx512.o")], capture_output=True, text=True)
+    assert compiled.returncode == 0, compiled.stderr
+    exe = tmp_path / "explore_trellis_cost"
+    build = subprocess.run([cc, *FLAGS, *x86_flags("avx2"), "-I", str(SRC / "cpu"), str(source),
+                            str(SRC / "ggml-polar.c"), "-lm", "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    checks = [line for line in run.stdout.splitlines() if line.startswith("| L=") and "| yes |" in line]
+    assert len(checks) == 5
+    encode = [line for line in run.stdout.splitlines() if re.match(r"\| \d \| L=", line) and line.count("x |") == 3]
+    assert len(encode) == 15
+    for row in encode:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        shipped, simd, ratio = float(cells[3]), float(cells[8]), float(cells[9].rstrip("x"))
+        assert shipped > 0 and simd > 0 and abs(ratio - simd / shipped) < 0.05 * ratio
