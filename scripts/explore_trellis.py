@@ -15,7 +15,8 @@ of QTIP (Tseng et al., 2024), in its plainest form:
 - the encoder is a Viterbi search over the 2^L states (2^k branches each), run twice for the circular stream
   (tail-biting: the second run starts and ends on the overlap bits that a first, free run chose for the block
   rotated by half), so a block is exactly 2 bytes + 64k/V bits: (8, 2, 1) is pq22's 18 bytes, (8, 5, 2) pq27's
-  22, (8, 3, 1) pq32's 26. scripts/explore_trellis_cost.c times that encoder and a lane decoder in C.
+  22, (8, 3, 1) pq32's 26, (8, 7, 2) pq37's 30. scripts/explore_trellis_cost.c times that encoder and a lane
+  decoder in C.
 
   explore_trellis.py --gaussian            relative MSE on Gaussian blocks, trellis against the polar types
   explore_trellis.py --encoder             the polar decoder's optimal encoder against the shipped one
@@ -142,7 +143,8 @@ def trained(L: int, k: int, V: int, blocks: int = 4096, iters: int = 8) -> Trell
 
 # Trellises of each polar type's size (bytes per block the same), the one --kld uses first; L = 6 is the cheaper
 # encoder (64 states, 2.4x fewer operations than 256 in scripts/explore_trellis_cost.c).
-SAME_SIZE = {"pq22": [(8, 2, 1), (6, 2, 1)], "pq27": [(8, 5, 2), (6, 5, 2)], "pq32": [(8, 3, 1), (6, 3, 1)]}
+SAME_SIZE = {"pq22": [(8, 2, 1), (6, 2, 1)], "pq27": [(8, 5, 2), (6, 5, 2)], "pq32": [(8, 3, 1), (6, 3, 1)],
+             "pq37": [(8, 7, 2)]}
 
 
 def rel_mse(x, y) -> float:
@@ -204,8 +206,8 @@ def encoder_table(rows: int) -> None:
 
 
 def kld(model_name: str, ctx: int, chunks: int, configs: list[str]) -> None:
-    """Mean KLD of each configuration in the simulator as built and with pq22/pq27/pq32 replaced by the trellis of
-    the same size."""
+    """Mean KLD of each configuration in the simulator as built and with pq22, pq27, pq32 and pq37 replaced by the
+    trellis of the same size."""
     from llama_polar import models, simulate, texts
 
     native = simulate.polar_codec()

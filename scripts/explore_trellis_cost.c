@@ -79,9 +79,11 @@ static float gaussian(void) {
 
 // The standard normal quantile (Abramowitz and Stegun 26.2.23, error below 4.5e-4: plenty for a stand-in).
 static float normal_quantile(double p) {
-    const double q = p < 0.5 ? p : 1.0 - p;
-    const double t = sqrt(-2.0 * log(q));
-    const double z = t - (2.515517 + t * (0.802853 + t * 0.010328)) / (1.0 + t * (1.432788 + t * (0.189269 + t * 0.001308)));
+    const double q   = p < 0.5 ? p : 1.0 - p;
+    const double t   = sqrt(-2.0 * log(q));
+    const double num = 2.515517 + t * (0.802853 + t * 0.010328);
+    const double den = 1.0 + t * (1.432788 + t * (0.189269 + t * 0.001308));
+    const double z   = t - num / den;
     return (float) (p < 0.5 ? -z : z);
 }
 
@@ -325,7 +327,8 @@ PQ_INLINE void viterbi(int kind, int L, int k, int V, const float * P, const flo
 
 // The fp16 least-squares scale of x on the path's unit-scale values, then step i's k new bits (the low k bits of
 // its state) at bit N - (i+1)*k: the last step first, at bit 0.
-PQ_INLINE void trellis_pack(int L, int k, int V, const float * P, const float * x, const uint16_t * path, uint8_t * blk) {
+PQ_INLINE void trellis_pack(int L, int k, int V, const float * P, const float * x, const uint16_t * path,
+                            uint8_t * blk) {
     const int S = 1 << L, steps = PQ_BLOCK / V;
     float     xy = 0.0f, yy = 0.0f;
     for (int i = 0; i < steps; ++i) {
@@ -394,7 +397,8 @@ PQ_INLINE void emit_lanes(int V, const float * T, pq_vi s, pq_vf scale, pq_vf * 
 
 // Lanes, "gather": each step's 32-bit word from every lane's block (the word at byte q/8, moved back so that it ends
 // inside the block); a wrapping window is the stream's last word's top bits and its first word's bottom bits.
-PQ_INLINE void trellis_lanes_gather(int L, int k, int V, const float * T, const uint8_t * x, pq_vi offsets, pq_vf * val) {
+PQ_INLINE void trellis_lanes_gather(int L, int k, int V, const float * T, const uint8_t * x, pq_vi offsets,
+                                    pq_vf * val) {
     const int       N = PQ_BLOCK / V * k, nb = N / 8;
     const uint8_t * code  = x + 2;
     const pq_vi     mask  = pq_splat_i((1 << L) - 1);
@@ -416,7 +420,8 @@ PQ_INLINE void trellis_lanes_gather(int L, int k, int V, const float * T, const 
 
 // Lanes, "words": the block's words gathered once (pq_words_load, as the shipped decoders), the states cut out of
 // them with pq_field; a wrapping window is two fields.
-PQ_INLINE void trellis_lanes_words(int L, int k, int V, const float * T, const uint8_t * x, pq_vi offsets, pq_vf * val) {
+PQ_INLINE void trellis_lanes_words(int L, int k, int V, const float * T, const uint8_t * x, pq_vi offsets,
+                                   pq_vf * val) {
     const int N = PQ_BLOCK / V * k;
     pq_words  b;
     pq_words_load(&b, x, offsets, 2 + N / 8);
@@ -653,7 +658,8 @@ typedef double timings[NROUND][NCONFIG][4];
 // The checks' table; returns whether every check held.
 static int run_checks(const float * x) {
     printf("Checks on %d blocks: relative MSE sum (x-y)^2 / sum x^2 (stand-in table)\n"
-           "| config | bytes | plain == shared == SIMD bytes, decodes == path | trellis rel. MSE | shipped | rel. MSE |\n"
+           "| config | bytes | plain == shared == SIMD bytes, decodes == path | trellis rel. MSE | shipped "
+           "| rel. MSE |\n"
            "|---|---:|---|---:|---|---:|\n", CHECK_BLOCKS);
     int ok = 1;
     for (int c = 0; c < NCONFIG; ++c) {
@@ -729,7 +735,8 @@ static void print_timings(timings enc, timings dec) {
 // The cache write of one token: TOKEN_BLOCKS blocks at the best round's ns per block.
 static void print_per_token(timings enc) {
     printf("\nCache write per token (%d blocks: SmolLM2's 30 layers x 3 KV heads, K and V), best of %d rounds, us\n"
-           "| config | shipped | shipped us | trellis SIMD us | trellis shared (scalar) us |\n|---|---|---:|---:|---:|\n",
+           "| config | shipped | shipped us | trellis SIMD us | trellis shared (scalar) us |\n"
+           "|---|---|---:|---:|---:|\n",
            TOKEN_BLOCKS, NROUND);
     for (int c = 0; c < NCONFIG; ++c) {
         double best[4] = { 1e9, 1e9, 1e9, 1e9 };
