@@ -56,10 +56,6 @@ class Trellis:
     def type_size(self) -> int:
         return 2 + self.steps * self.k // 8
 
-    @property
-    def label(self) -> str:
-        return f"trellis L={self.L} k={self.k} V={self.V}"
-
     def preds(self) -> np.ndarray:
         """(2^L, 2^k): the states that step into each state, the lowest shifted-out bits first."""
         ns = np.arange(1 << self.L)
