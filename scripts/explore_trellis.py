@@ -53,6 +53,11 @@ class Trellis:
         return BLOCK // self.V
 
     @property
+    def overlap_mask(self) -> int:
+        """The L - k bits a state shares with the next one (its low bits, the next one's high bits)."""
+        return (1 << (self.L - self.k)) - 1
+
+    @property
     def type_size(self) -> int:
         return 2 + self.steps * self.k // 8
 
@@ -83,7 +88,7 @@ class Trellis:
             back[i] = p
             cost = np.take_along_axis(c, p[..., None], 2)[..., 0] + emit(i)
         if overlap is not None:
-            low = np.arange(n_states)[None] & ((1 << (self.L - self.k)) - 1)
+            low = np.arange(n_states)[None] & self.overlap_mask
             cost = np.where(low == overlap[:, None], cost, np.inf)
         s = np.argmin(cost, axis=1)
         states = np.empty((n, self.steps), dtype=np.int64)
@@ -107,7 +112,7 @@ class Trellis:
             half = self.steps // 2
             rotated = np.roll(xc.reshape(len(xc), self.steps, self.V), -half, axis=1).reshape(len(xc), -1)
             last = self.viterbi(rotated)[:, self.steps - half - 1]
-            out.append(self.viterbi(xc, last & ((1 << (self.L - self.k)) - 1)))
+            out.append(self.viterbi(xc, last & self.overlap_mask))
         return np.concatenate(out)
 
     def roundtrip(self, x: np.ndarray, tail_biting: bool = True) -> np.ndarray:
