@@ -71,7 +71,7 @@ const struct ggml_polar_type_info * ggml_polar_get_type_info(int i) {
     return i >= 0 && i < GGML_POLAR_TYPE_COUNT ? &pq_types[i] : NULL;
 }
 
-// fp16 radii (tree types with PQ_RADIUS_FP16) must not be Inf or NaN: exponent bits all ones
+// fp16 radii (tree types with PQ_RADIUS_FP16, trellis scales) must not be Inf or NaN: exponent bits all ones
 static bool pq_radii_finite(const uint8_t * block, int32_t groups, int32_t radius_format) {
     for (int32_t g = 0; radius_format == PQ_RADIUS_FP16 && g < groups; ++g) {
         const uint16_t h = (uint16_t) (block[2 * g] | (block[2 * g + 1] << 8));
@@ -84,6 +84,7 @@ static bool pq_radii_finite(const uint8_t * block, int32_t groups, int32_t radiu
 
 #define PQ_RADII_FINITE_TREE(name, NAME, block) pq_radii_finite(block, name##_desc.groups, name##_desc.radius_format)
 #define PQ_RADII_FINITE_KEY(name, NAME, block)  true
+#define PQ_RADII_FINITE_TRELLIS(name, NAME, block) pq_radii_finite(block, 1, PQ_RADIUS_FP16)
 #define GGML_POLAR_VALIDATE_CASE(name, NAME, kind, ggml_id)                                    \
     case ggml_id:                                                                           \
         if (nbytes % sizeof(block_##name) != 0) {                                           \

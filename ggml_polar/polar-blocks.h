@@ -30,6 +30,16 @@ typedef struct {
     int32_t bound_offset[PQ_MAX_LEVELS];  // each level's decision boundaries in pq_bound
 } pq_tree_desc;
 
+// Layout of a trellis type (generated initializers: PQT22_DESC, ...): 64/V steps of k bits, each step's L-bit window
+// of the circular code stream a state whose V values are pq_trellis[table_offset + state * V ...].
+typedef struct {
+    int32_t L;                            // state bits (at most 8: a window lies inside two bytes)
+    int32_t k;                            // bits per step
+    int32_t V;                            // values per step
+    int32_t type_size;                    // bytes per block
+    int32_t table_offset;                 // the type's 2^L * V values in pq_trellis
+} pq_trellis_desc;
+
 // Block layouts, one per PQ_FOREACH_TYPE entry (block_pq46, ...), and each tree type's layout descriptor as a
 // constant (pq46_desc, ...), defined here once for the C library, the CPU paths and the Metal kernels.
 // A tree block: the radii (fp16, little-endian, or 8-bit log norms), then the code stream.
@@ -45,6 +55,13 @@ typedef struct {
         uint8_t r;                                                                               \
         uint8_t signs[PQ_BLOCK / 8];                                                             \
     } block_##name;
+// A trellis block: the fp16 scale (little-endian, signed), then the code stream.
+#define PQ_DECLARE_BLOCK_TRELLIS(name, NAME)                                                     \
+    typedef struct {                                                                             \
+        uint8_t d[2];                                                                            \
+        uint8_t qs[NAME##_CODE_BYTES];                                                           \
+    } block_##name;                                                                              \
+    PQ_TABLE pq_trellis_desc name##_desc = NAME##_DESC;
 #define PQ_DECLARE_BLOCK(name, NAME, kind, ggml_id)                                              \
     PQ_DECLARE_BLOCK_##kind(name, NAME)                                                          \
     PQ_STATIC_ASSERT(sizeof(block_##name) == NAME##_TYPE_SIZE, "wrong " #name " block size/padding");

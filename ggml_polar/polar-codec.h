@@ -278,6 +278,114 @@ static inline void pqk1_quantize_block(PQ_DEVICE const float * x, PQ_DEVICE uint
     }
 }
 
+// Trellis types: a Viterbi search for the path of least squared error over the 2^L states of unit-scale values.
+// Bounds of the search's arrays; the generator keeps every trellis type inside them.
+#define PQ_TRELLIS_MAX_STATES 256
+#define PQ_TRELLIS_MAX_BACK   4096   // (steps - 1) * 2^(L-k) backpointers
+
+// State s's squared error on one step's V values u.
+static inline float pq_trellis_error(PQ_CONSTANT const float * t, int V, PQ_THREAD const float * u, int s) {
+    PQ_FP_SAFE
+    float d = u[0] - t[s * V];
+    float e = d * d;
+    for (int v = 1; v < V; ++v) {
+        d = u[v] - t[s * V + v];
+        e = e + d * d;
+    }
+    return e;
+}
+
+// One search over unit-scale values u; path receives each step's state. o < 0: free; else the path starts in a
+// state whose top L-k bits are o and ends in one whose low L-k bits are o. The predecessors of a state are
+// j + p * 2^(L-k) (p < 2^k) for its top bits j, so their minimum is taken once per j. Ties go to the lowest p and
+// the lowest end state.
+static inline void pq_trellis_search(PQ_CONSTANT const pq_trellis_desc * d, PQ_THREAD const float * u, int o,
+                                     PQ_THREAD int * path) {
+    PQ_FP_SAFE
+    const int S = 1 << d->L, nj = 1 << (d->L - d->k), np = 1 << d->k, steps = PQ_BLOCK / d->V;
+    PQ_CONSTANT const float * t = pq_trellis + d->table_offset;
+    float   cost[PQ_TRELLIS_MAX_STATES];
+    float   best[PQ_TRELLIS_MAX_STATES];
+    uint8_t back[PQ_TRELLIS_MAX_BACK];
+    for (int s = 0; s < S; ++s) {
+        cost[s] = o < 0 || (s >> d->k) == o ? pq_trellis_error(t, d->V, u, s) : INFINITY;
+    }
+    for (int i = 1; i < steps; ++i) {
+        for (int j = 0; j < nj; ++j) {
+            float m   = cost[j];
+            int   arg = 0;
+            for (int p = 1; p < np; ++p) {
+                if (cost[j + p * nj] < m) {
+                    m   = cost[j + p * nj];
+                    arg = p;
+                }
+            }
+            best[j]                 = m;
+            back[(i - 1) * nj + j] = (uint8_t) arg;
+        }
+        for (int s = 0; s < S; ++s) {
+            cost[s] = best[s >> d->k] + pq_trellis_error(t, d->V, u + i * d->V, s);
+        }
+    }
+    int s = o < 0 ? 0 : o;
+    for (int c = s + (o < 0 ? 1 : nj); c < S; c += o < 0 ? 1 : nj) {
+        s = cost[c] < cost[s] ? c : s;
+    }
+    path[steps - 1] = s;
+    for (int i = steps - 1; i > 0; --i) {
+        s           = (s >> d->k) | (back[(i - 1) * nj + (s >> d->k)] << (d->L - d->k));
+        path[i - 1] = s;
+    }
+}
+
+// Scale the block to unit RMS, search it rotated by half (its wrap mid-path) for the overlap bits, search it held to
+// them (tail-biting), then store the least-squares scale and each step's k new bits at bit N - (i+1)*k.
+static inline void pq_trellis_quantize_block(PQ_CONSTANT const pq_trellis_desc * d, PQ_DEVICE const float * x,
+                                             PQ_DEVICE uint8_t * blk) {
+    PQ_FP_SAFE
+    const int steps = PQ_BLOCK / d->V, n_bits = steps * d->k;
+    float     v[PQ_BLOCK];
+    float     u[PQ_BLOCK];
+    int       path[PQ_BLOCK];
+    const int e  = pq_prepare_group(x, PQ_BLOCK, v);
+    float     ss = 0.0f;
+    for (int i = 0; i < PQ_BLOCK; ++i) {
+        ss = ss + v[i] * v[i];
+    }
+    for (int i = 0; i < d->type_size; ++i) {
+        blk[i] = 0;
+    }
+    if (ss == 0.0f) {
+        return; // a zero scale and the all-zero path
+    }
+    const float inv = 1.0f / pq_sqrt(ss * (1.0f / PQ_BLOCK));
+    for (int i = 0; i < PQ_BLOCK; ++i) {
+        u[i] = v[(i + PQ_BLOCK / 2) % PQ_BLOCK] * inv;
+    }
+    pq_trellis_search(d, u, -1, path);
+    const int o = path[steps - steps / 2 - 1] & ((1 << (d->L - d->k)) - 1);
+    for (int i = 0; i < PQ_BLOCK; ++i) {
+        u[i] = v[i] * inv;
+    }
+    pq_trellis_search(d, u, o, path);
+
+    PQ_CONSTANT const float * t = pq_trellis + d->table_offset;
+    float xy = 0.0f;
+    float yy = 0.0f;
+    for (int i = 0; i < PQ_BLOCK; ++i) {
+        const float y = t[path[i / d->V] * d->V + i % d->V];
+        xy = xy + v[i] * y;
+        yy = yy + y * y;
+    }
+    const float    scale = (yy > 0.0f ? xy / yy : 0.0f) * pq_exp2i(-e);
+    const uint16_t h     = (uint16_t) (pq_fp16_from_radius(pq_fabs(scale)) | (scale < 0.0f ? 0x8000u : 0u));
+    blk[0] = (uint8_t) (h & 0xff);
+    blk[1] = (uint8_t) (h >> 8);
+    for (int i = 0; i < steps; ++i) {
+        pq_put_code(blk + 2, n_bits - (i + 1) * d->k, d->k, (unsigned) path[i] & ((1u << d->k) - 1));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Decoding, with random access: a backend that decodes 4 or 16 values at a time calls the span decoders directly.
 // ---------------------------------------------------------------------------------------------------------------
@@ -336,6 +444,26 @@ static inline void pqk1_decode_span(PQ_DEVICE const uint8_t * blk, int i0, int m
     }
 }
 
+// Trellis types: step i's state is the L-bit window at bit N - (i+1)*k of the circular stream (two bytes: L <= 8).
+static inline unsigned pq_trellis_state(PQ_DEVICE const uint8_t * qs, int n_bytes, int bitpos, int L) {
+    const int      b = bitpos >> 3;
+    const unsigned w = qs[b] | (unsigned) qs[b + 1 < n_bytes ? b + 1 : 0] << 8;
+    return (w >> (bitpos & 7)) & ((1u << L) - 1);
+}
+
+// The 2^p values [i0, i0 + 2^p): table values times the fp16 scale.
+static inline void pq_trellis_decode_span(PQ_CONSTANT const pq_trellis_desc * d, PQ_DEVICE const uint8_t * blk, int i0,
+                                          int p, PQ_THREAD float * y) {
+    PQ_FP_SAFE
+    const int   n_bits = PQ_BLOCK / d->V * d->k;
+    const float scale  = pq_fp16_to_f32((uint16_t) (blk[0] | (blk[1] << 8)));
+    PQ_CONSTANT const float * t = pq_trellis + d->table_offset;
+    for (int i = i0; i < i0 + (1 << p); ++i) {
+        const unsigned s = pq_trellis_state(blk + 2, n_bits / 8, n_bits - (i / d->V + 1) * d->k, d->L);
+        y[i - i0] = t[s * d->V + i % d->V] * scale;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // One block of a PQ_FOREACH_TYPE entry by its kind, so code over every type reads the same for each:
 //   PQ_QUANTIZE_BLOCK_<kind>(name, x, blk), PQ_DECODE_BLOCK_<kind>(name, blk, y) and
@@ -348,3 +476,6 @@ static inline void pqk1_decode_span(PQ_DEVICE const uint8_t * blk, int i0, int m
 #define PQ_QUANTIZE_BLOCK_KEY(name, x, blk)      pqk1_quantize_block(x, blk)
 #define PQ_DECODE_BLOCK_KEY(name, blk, y)        pqk1_decode_span(blk, 0, PQ_BLOCK, y)
 #define PQ_DECODE_SPAN_KEY(name, blk, i0, p, y)  pqk1_decode_span(blk, i0, 1 << (p), y)
+#define PQ_QUANTIZE_BLOCK_TRELLIS(name, x, blk)     pq_trellis_quantize_block(&name##_desc, x, blk)
+#define PQ_DECODE_BLOCK_TRELLIS(name, blk, y)       pq_trellis_decode_span(&name##_desc, blk, 0, 6, y)
+#define PQ_DECODE_SPAN_TRELLIS(name, blk, i0, p, y) pq_trellis_decode_span(&name##_desc, blk, i0, p, y)

@@ -7,7 +7,8 @@ from llama_polar import native, paths
 
 
 def test_registry_attributes():
-    assert set(llama_polar.TYPES) == {"pq38p", "pq22", "pq25", "pq27", "pq32", "pq37", "pq42", "pq46", "pqk1"}
+    assert set(llama_polar.TYPES) == {"pq38p", "pq22", "pq25", "pq27", "pq32", "pq37", "pq42", "pq46", "pqk1",
+                                      "pqt22", "pqt27", "pqt32"}
     for name, t in llama_polar.TYPES.items():
         assert t.name == name
         assert t.block_size == 64
@@ -19,10 +20,16 @@ def test_registry_attributes():
     assert paper.bits_per_value == 3.875 and paper.type_size == 31
     assert llama_polar.TYPES["pqk1"].bits_per_value == 1.125
     assert [llama_polar.TYPES[n].bits_per_value for n in ("pq22", "pq25", "pq27", "pq32", "pq37", "pq42")] == [2.25, 2.5, 2.75, 3.25, 3.75, 4.25]
+    # each trellis type is the size of the tree type whose number it shares
+    for n in ("pqt22", "pqt27", "pqt32"):
+        assert llama_polar.TYPES[n].type_size == llama_polar.TYPES[n.replace("pqt", "pq")].type_size
 
 
 def test_level_bits_account_for_every_bit():
     for t in llama_polar.TYPES.values():
+        if t.kind == "trellis":
+            assert 16 + t.shape.steps * t.shape.k == t.type_size * 8        # fp16 scale + one field per step
+            continue
         if t.name == "pqk1":
             angle_bits = sum(t.level_bits)                                  # one entry per hyperspherical angle
         else:

@@ -52,7 +52,7 @@ def c_tables() -> dict[str, np.ndarray]:
 def test_c_header_and_python_tables_are_the_same_floats():
     c = c_tables()
     pairs = {"pq_bound": cb.BOUND, "pq_cos": cb.COS, "pq_sin": cb.SIN, "pq_log8_value": cb.LOG8_VALUE,
-             "pq_log8_bound": cb.LOG8_BOUND, "pq_key_magnitude": cb.KEY_MAGNITUDE}
+             "pq_log8_bound": cb.LOG8_BOUND, "pq_key_magnitude": cb.KEY_MAGNITUDE, "pq_trellis": cb.TRELLIS_TABLE}
     assert set(c) == set(pairs)
     for name, py in pairs.items():
         np.testing.assert_array_equal(c[name].view(np.uint32), py.view(np.uint32), err_msg=name)

@@ -89,9 +89,31 @@ PQ_INLINE void pq_key_lanes(const uint8_t * x, pq_vi offsets, pq_vf * val) {
     }
 }
 
+// A trellis block in every lane (pq_trellis_decode_span): each step's L-bit window (two fields where it wraps past
+// the end of the stream), a table gather, times the fp16 scale.
+PQ_INLINE void pq_trellis_lanes(const pq_trellis_desc * d, const uint8_t * x, pq_vi offsets, pq_vf * val) {
+    const int n_bits = PQ_BLOCK / d->V * d->k;
+    pq_words  b;
+    pq_words_load(&b, x, offsets, d->type_size);
+    const pq_vf   scale = pq_fp16_lanes(pq_field(&b, 0, 16));
+    const float * t     = pq_trellis + d->table_offset;
+    for (int i = 0; i < PQ_BLOCK / d->V; ++i) {
+        const int q = n_bits - (i + 1) * d->k;
+        pq_vi     s = pq_field(&b, 16 + q, pq_min(d->L, n_bits - q));
+        if (q + d->L > n_bits) {
+            s = pq_or(s, pq_sll(pq_field(&b, 16, q + d->L - n_bits), n_bits - q));
+        }
+        const pq_vi at = d->V == 1 ? s : pq_sll(s, 1); // V is 1 or 2
+        for (int v = 0; v < d->V; ++v) {
+            val[i * d->V + v] = pq_mul(pq_gather_f32(t + v, at), scale);
+        }
+    }
+}
+
 // One lane decoder per PQ_FOREACH_TYPE entry, with the type's layout (name##_desc) inlined as constants.
 #define PQ_LANES_TREE(name) pq_tree_lanes(&name##_desc, x, offsets, val)
 #define PQ_LANES_KEY(name)  pq_key_lanes(x, offsets, val)
+#define PQ_LANES_TRELLIS(name) pq_trellis_lanes(&name##_desc, x, offsets, val)
 #define PQ_DEFINE_LANES(name, NAME, kind, ggml_id)                                     \
     static void name##_lanes(const uint8_t * x, pq_vi offsets, pq_vf * val) {          \
         PQ_LANES_##kind(name);                                                         \

@@ -163,6 +163,9 @@ PQ_INLINE void pq_key_encode(const float * x, uint8_t * blk) {
 // One row encoder per PQ_FOREACH_TYPE entry, with the type's layout (name##_desc) inlined as constants.
 #define PQ_ENCODE_TREE(name) pq_tree_encode(&name##_desc, x + ib * PQ_BLOCK, blk + ib * sizeof(block_##name))
 #define PQ_ENCODE_KEY(name)  pq_key_encode(x + ib * PQ_BLOCK, blk + ib * sizeof(block_##name))
+// The trellis search has no SIMD path yet: the reference, block by block.
+#define PQ_ENCODE_TRELLIS(name) \
+    pq_trellis_quantize_block(&name##_desc, x + ib * PQ_BLOCK, blk + ib * sizeof(block_##name))
 #define PQ_DEFINE_QUANTIZE_ROW(name, NAME, kind, ggml_id)                                  \
     void ggml_polar_cpu_quantize_row_##name(const float * x, void * y, int64_t k) {         \
         PQ_REQUIRE(k % PQ_BLOCK == 0);                                                       \

@@ -46,6 +46,15 @@ template [[host_name("kernel_flash_attn_ext_vec_pq27_pq25_dk256_dv256")]] kernel
 template [[host_name("kernel_flash_attn_ext_vec_pq27_pq22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq27, 16, dequantize_pq27_t4, block_pq22, 16, dequantize_pq22_t4, 64, 64, 2>;
 template [[host_name("kernel_flash_attn_ext_vec_pq27_pq22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq27, 16, dequantize_pq27_t4, block_pq22, 16, dequantize_pq22_t4, 128, 128, 1>;
 template [[host_name("kernel_flash_attn_ext_vec_pq27_pq22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq27, 16, dequantize_pq27_t4, block_pq22, 16, dequantize_pq22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq27_pqt22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq27, 16, dequantize_pq27_t4, block_pqt22, 16, dequantize_pqt22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq27_pqt22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq27, 16, dequantize_pq27_t4, block_pqt22, 16, dequantize_pqt22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq27_pqt22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq27, 16, dequantize_pq27_t4, block_pqt22, 16, dequantize_pqt22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq27_pqt27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq27, 16, dequantize_pq27_t4, block_pqt27, 16, dequantize_pqt27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq27_pqt27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq27, 16, dequantize_pq27_t4, block_pqt27, 16, dequantize_pqt27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq27_pqt27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq27, 16, dequantize_pq27_t4, block_pqt27, 16, dequantize_pqt27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq27_pqt32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq27, 16, dequantize_pq27_t4, block_pqt32, 16, dequantize_pqt32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq27_pqt32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq27, 16, dequantize_pq27_t4, block_pqt32, 16, dequantize_pqt32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq27_pqt32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq27, 16, dequantize_pq27_t4, block_pqt32, 16, dequantize_pqt32_t4, 256, 256, 1>;
 
 // pq32
 template [[host_name("kernel_set_rows_f32_i64_pq32")]] kernel set_rows_pq_t kernel_set_rows_pq<int64_t, block_pq32, quantize_pq32>;
@@ -92,6 +101,15 @@ template [[host_name("kernel_flash_attn_ext_vec_pq32_pq25_dk256_dv256")]] kernel
 template [[host_name("kernel_flash_attn_ext_vec_pq32_pq22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq32, 16, dequantize_pq32_t4, block_pq22, 16, dequantize_pq22_t4, 64, 64, 2>;
 template [[host_name("kernel_flash_attn_ext_vec_pq32_pq22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq32, 16, dequantize_pq32_t4, block_pq22, 16, dequantize_pq22_t4, 128, 128, 1>;
 template [[host_name("kernel_flash_attn_ext_vec_pq32_pq22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq32, 16, dequantize_pq32_t4, block_pq22, 16, dequantize_pq22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq32_pqt22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq32, 16, dequantize_pq32_t4, block_pqt22, 16, dequantize_pqt22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq32_pqt22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq32, 16, dequantize_pq32_t4, block_pqt22, 16, dequantize_pqt22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq32_pqt22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq32, 16, dequantize_pq32_t4, block_pqt22, 16, dequantize_pqt22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq32_pqt27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq32, 16, dequantize_pq32_t4, block_pqt27, 16, dequantize_pqt27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq32_pqt27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq32, 16, dequantize_pq32_t4, block_pqt27, 16, dequantize_pqt27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq32_pqt27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq32, 16, dequantize_pq32_t4, block_pqt27, 16, dequantize_pqt27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq32_pqt32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq32, 16, dequantize_pq32_t4, block_pqt32, 16, dequantize_pqt32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq32_pqt32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq32, 16, dequantize_pq32_t4, block_pqt32, 16, dequantize_pqt32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq32_pqt32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq32, 16, dequantize_pq32_t4, block_pqt32, 16, dequantize_pqt32_t4, 256, 256, 1>;
 
 // pq37
 template [[host_name("kernel_set_rows_f32_i64_pq37")]] kernel set_rows_pq_t kernel_set_rows_pq<int64_t, block_pq37, quantize_pq37>;
@@ -138,6 +156,15 @@ template [[host_name("kernel_flash_attn_ext_vec_pq37_pq25_dk256_dv256")]] kernel
 template [[host_name("kernel_flash_attn_ext_vec_pq37_pq22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq37, 16, dequantize_pq37_t4, block_pq22, 16, dequantize_pq22_t4, 64, 64, 2>;
 template [[host_name("kernel_flash_attn_ext_vec_pq37_pq22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq37, 16, dequantize_pq37_t4, block_pq22, 16, dequantize_pq22_t4, 128, 128, 1>;
 template [[host_name("kernel_flash_attn_ext_vec_pq37_pq22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq37, 16, dequantize_pq37_t4, block_pq22, 16, dequantize_pq22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq37_pqt22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq37, 16, dequantize_pq37_t4, block_pqt22, 16, dequantize_pqt22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq37_pqt22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq37, 16, dequantize_pq37_t4, block_pqt22, 16, dequantize_pqt22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq37_pqt22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq37, 16, dequantize_pq37_t4, block_pqt22, 16, dequantize_pqt22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq37_pqt27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq37, 16, dequantize_pq37_t4, block_pqt27, 16, dequantize_pqt27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq37_pqt27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq37, 16, dequantize_pq37_t4, block_pqt27, 16, dequantize_pqt27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq37_pqt27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq37, 16, dequantize_pq37_t4, block_pqt27, 16, dequantize_pqt27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq37_pqt32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq37, 16, dequantize_pq37_t4, block_pqt32, 16, dequantize_pqt32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq37_pqt32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq37, 16, dequantize_pq37_t4, block_pqt32, 16, dequantize_pqt32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq37_pqt32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq37, 16, dequantize_pq37_t4, block_pqt32, 16, dequantize_pqt32_t4, 256, 256, 1>;
 
 // pq38p
 template [[host_name("kernel_set_rows_f32_i64_pq38p")]] kernel set_rows_pq_t kernel_set_rows_pq<int64_t, block_pq38p, quantize_pq38p>;
@@ -184,6 +211,15 @@ template [[host_name("kernel_flash_attn_ext_vec_pq38p_pq25_dk256_dv256")]] kerne
 template [[host_name("kernel_flash_attn_ext_vec_pq38p_pq22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq38p, 16, dequantize_pq38p_t4, block_pq22, 16, dequantize_pq22_t4, 64, 64, 2>;
 template [[host_name("kernel_flash_attn_ext_vec_pq38p_pq22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq38p, 16, dequantize_pq38p_t4, block_pq22, 16, dequantize_pq22_t4, 128, 128, 1>;
 template [[host_name("kernel_flash_attn_ext_vec_pq38p_pq22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq38p, 16, dequantize_pq38p_t4, block_pq22, 16, dequantize_pq22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq38p_pqt22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq38p, 16, dequantize_pq38p_t4, block_pqt22, 16, dequantize_pqt22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq38p_pqt22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq38p, 16, dequantize_pq38p_t4, block_pqt22, 16, dequantize_pqt22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq38p_pqt22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq38p, 16, dequantize_pq38p_t4, block_pqt22, 16, dequantize_pqt22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq38p_pqt27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq38p, 16, dequantize_pq38p_t4, block_pqt27, 16, dequantize_pqt27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq38p_pqt27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq38p, 16, dequantize_pq38p_t4, block_pqt27, 16, dequantize_pqt27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq38p_pqt27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq38p, 16, dequantize_pq38p_t4, block_pqt27, 16, dequantize_pqt27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq38p_pqt32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq38p, 16, dequantize_pq38p_t4, block_pqt32, 16, dequantize_pqt32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq38p_pqt32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq38p, 16, dequantize_pq38p_t4, block_pqt32, 16, dequantize_pqt32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq38p_pqt32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq38p, 16, dequantize_pq38p_t4, block_pqt32, 16, dequantize_pqt32_t4, 256, 256, 1>;
 
 // pq42
 template [[host_name("kernel_set_rows_f32_i64_pq42")]] kernel set_rows_pq_t kernel_set_rows_pq<int64_t, block_pq42, quantize_pq42>;
@@ -230,6 +266,15 @@ template [[host_name("kernel_flash_attn_ext_vec_pq42_pq25_dk256_dv256")]] kernel
 template [[host_name("kernel_flash_attn_ext_vec_pq42_pq22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq42, 16, dequantize_pq42_t4, block_pq22, 16, dequantize_pq22_t4, 64, 64, 2>;
 template [[host_name("kernel_flash_attn_ext_vec_pq42_pq22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq42, 16, dequantize_pq42_t4, block_pq22, 16, dequantize_pq22_t4, 128, 128, 1>;
 template [[host_name("kernel_flash_attn_ext_vec_pq42_pq22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq42, 16, dequantize_pq42_t4, block_pq22, 16, dequantize_pq22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq42_pqt22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq42, 16, dequantize_pq42_t4, block_pqt22, 16, dequantize_pqt22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq42_pqt22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq42, 16, dequantize_pq42_t4, block_pqt22, 16, dequantize_pqt22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq42_pqt22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq42, 16, dequantize_pq42_t4, block_pqt22, 16, dequantize_pqt22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq42_pqt27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq42, 16, dequantize_pq42_t4, block_pqt27, 16, dequantize_pqt27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq42_pqt27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq42, 16, dequantize_pq42_t4, block_pqt27, 16, dequantize_pqt27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq42_pqt27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq42, 16, dequantize_pq42_t4, block_pqt27, 16, dequantize_pqt27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq42_pqt32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq42, 16, dequantize_pq42_t4, block_pqt32, 16, dequantize_pqt32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq42_pqt32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq42, 16, dequantize_pq42_t4, block_pqt32, 16, dequantize_pqt32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq42_pqt32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq42, 16, dequantize_pq42_t4, block_pqt32, 16, dequantize_pqt32_t4, 256, 256, 1>;
 
 // pq46
 template [[host_name("kernel_set_rows_f32_i64_pq46")]] kernel set_rows_pq_t kernel_set_rows_pq<int64_t, block_pq46, quantize_pq46>;
@@ -276,6 +321,15 @@ template [[host_name("kernel_flash_attn_ext_vec_pq46_pq25_dk256_dv256")]] kernel
 template [[host_name("kernel_flash_attn_ext_vec_pq46_pq22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq46, 16, dequantize_pq46_t4, block_pq22, 16, dequantize_pq22_t4, 64, 64, 2>;
 template [[host_name("kernel_flash_attn_ext_vec_pq46_pq22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq46, 16, dequantize_pq46_t4, block_pq22, 16, dequantize_pq22_t4, 128, 128, 1>;
 template [[host_name("kernel_flash_attn_ext_vec_pq46_pq22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq46, 16, dequantize_pq46_t4, block_pq22, 16, dequantize_pq22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq46_pqt22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq46, 16, dequantize_pq46_t4, block_pqt22, 16, dequantize_pqt22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq46_pqt22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq46, 16, dequantize_pq46_t4, block_pqt22, 16, dequantize_pqt22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq46_pqt22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq46, 16, dequantize_pq46_t4, block_pqt22, 16, dequantize_pqt22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq46_pqt27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq46, 16, dequantize_pq46_t4, block_pqt27, 16, dequantize_pqt27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq46_pqt27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq46, 16, dequantize_pq46_t4, block_pqt27, 16, dequantize_pqt27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq46_pqt27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq46, 16, dequantize_pq46_t4, block_pqt27, 16, dequantize_pqt27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq46_pqt32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq46, 16, dequantize_pq46_t4, block_pqt32, 16, dequantize_pqt32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq46_pqt32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq46, 16, dequantize_pq46_t4, block_pqt32, 16, dequantize_pqt32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq46_pqt32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq46, 16, dequantize_pq46_t4, block_pqt32, 16, dequantize_pqt32_t4, 256, 256, 1>;
 
 // pqk1
 template [[host_name("kernel_set_rows_f32_i64_pqk1")]] kernel set_rows_pq_t kernel_set_rows_pq<int64_t, block_pqk1, quantize_pqk1>;
@@ -322,6 +376,15 @@ template [[host_name("kernel_flash_attn_ext_vec_pqk1_pq25_dk256_dv256")]] kernel
 template [[host_name("kernel_flash_attn_ext_vec_pqk1_pq22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqk1, 16, dequantize_pqk1_t4, block_pq22, 16, dequantize_pq22_t4, 64, 64, 2>;
 template [[host_name("kernel_flash_attn_ext_vec_pqk1_pq22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqk1, 16, dequantize_pqk1_t4, block_pq22, 16, dequantize_pq22_t4, 128, 128, 1>;
 template [[host_name("kernel_flash_attn_ext_vec_pqk1_pq22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqk1, 16, dequantize_pqk1_t4, block_pq22, 16, dequantize_pq22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqk1_pqt22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqk1, 16, dequantize_pqk1_t4, block_pqt22, 16, dequantize_pqt22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqk1_pqt22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqk1, 16, dequantize_pqk1_t4, block_pqt22, 16, dequantize_pqt22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqk1_pqt22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqk1, 16, dequantize_pqk1_t4, block_pqt22, 16, dequantize_pqt22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqk1_pqt27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqk1, 16, dequantize_pqk1_t4, block_pqt27, 16, dequantize_pqt27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqk1_pqt27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqk1, 16, dequantize_pqk1_t4, block_pqt27, 16, dequantize_pqt27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqk1_pqt27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqk1, 16, dequantize_pqk1_t4, block_pqt27, 16, dequantize_pqt27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqk1_pqt32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqk1, 16, dequantize_pqk1_t4, block_pqt32, 16, dequantize_pqt32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqk1_pqt32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqk1, 16, dequantize_pqk1_t4, block_pqt32, 16, dequantize_pqt32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqk1_pqt32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqk1, 16, dequantize_pqk1_t4, block_pqt32, 16, dequantize_pqt32_t4, 256, 256, 1>;
 
 // pq25
 template [[host_name("kernel_set_rows_f32_i64_pq25")]] kernel set_rows_pq_t kernel_set_rows_pq<int64_t, block_pq25, quantize_pq25>;
@@ -368,6 +431,15 @@ template [[host_name("kernel_flash_attn_ext_vec_pq25_pqk1_dk256_dv256")]] kernel
 template [[host_name("kernel_flash_attn_ext_vec_pq25_pq22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq25, 16, dequantize_pq25_t4, block_pq22, 16, dequantize_pq22_t4, 64, 64, 2>;
 template [[host_name("kernel_flash_attn_ext_vec_pq25_pq22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq25, 16, dequantize_pq25_t4, block_pq22, 16, dequantize_pq22_t4, 128, 128, 1>;
 template [[host_name("kernel_flash_attn_ext_vec_pq25_pq22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq25, 16, dequantize_pq25_t4, block_pq22, 16, dequantize_pq22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq25_pqt22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq25, 16, dequantize_pq25_t4, block_pqt22, 16, dequantize_pqt22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq25_pqt22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq25, 16, dequantize_pq25_t4, block_pqt22, 16, dequantize_pqt22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq25_pqt22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq25, 16, dequantize_pq25_t4, block_pqt22, 16, dequantize_pqt22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq25_pqt27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq25, 16, dequantize_pq25_t4, block_pqt27, 16, dequantize_pqt27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq25_pqt27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq25, 16, dequantize_pq25_t4, block_pqt27, 16, dequantize_pqt27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq25_pqt27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq25, 16, dequantize_pq25_t4, block_pqt27, 16, dequantize_pqt27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq25_pqt32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq25, 16, dequantize_pq25_t4, block_pqt32, 16, dequantize_pqt32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq25_pqt32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq25, 16, dequantize_pq25_t4, block_pqt32, 16, dequantize_pqt32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq25_pqt32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq25, 16, dequantize_pq25_t4, block_pqt32, 16, dequantize_pqt32_t4, 256, 256, 1>;
 
 // pq22
 template [[host_name("kernel_set_rows_f32_i64_pq22")]] kernel set_rows_pq_t kernel_set_rows_pq<int64_t, block_pq22, quantize_pq22>;
@@ -414,3 +486,177 @@ template [[host_name("kernel_flash_attn_ext_vec_pq22_pqk1_dk256_dv256")]] kernel
 template [[host_name("kernel_flash_attn_ext_vec_pq22_pq25_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq22, 16, dequantize_pq22_t4, block_pq25, 16, dequantize_pq25_t4, 64, 64, 2>;
 template [[host_name("kernel_flash_attn_ext_vec_pq22_pq25_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq22, 16, dequantize_pq22_t4, block_pq25, 16, dequantize_pq25_t4, 128, 128, 1>;
 template [[host_name("kernel_flash_attn_ext_vec_pq22_pq25_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq22, 16, dequantize_pq22_t4, block_pq25, 16, dequantize_pq25_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq22_pqt22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq22, 16, dequantize_pq22_t4, block_pqt22, 16, dequantize_pqt22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq22_pqt22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq22, 16, dequantize_pq22_t4, block_pqt22, 16, dequantize_pqt22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq22_pqt22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq22, 16, dequantize_pq22_t4, block_pqt22, 16, dequantize_pqt22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq22_pqt27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq22, 16, dequantize_pq22_t4, block_pqt27, 16, dequantize_pqt27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq22_pqt27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq22, 16, dequantize_pq22_t4, block_pqt27, 16, dequantize_pqt27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq22_pqt27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq22, 16, dequantize_pq22_t4, block_pqt27, 16, dequantize_pqt27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq22_pqt32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq22, 16, dequantize_pq22_t4, block_pqt32, 16, dequantize_pqt32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pq22_pqt32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq22, 16, dequantize_pq22_t4, block_pqt32, 16, dequantize_pqt32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pq22_pqt32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pq22, 16, dequantize_pq22_t4, block_pqt32, 16, dequantize_pqt32_t4, 256, 256, 1>;
+
+// pqt22
+template [[host_name("kernel_set_rows_f32_i64_pqt22")]] kernel set_rows_pq_t kernel_set_rows_pq<int64_t, block_pqt22, quantize_pqt22>;
+template [[host_name("kernel_set_rows_f32_i32_pqt22")]] kernel set_rows_pq_t kernel_set_rows_pq<int32_t, block_pqt22, quantize_pqt22>;
+template [[host_name("kernel_cpy_f32_pqt22")]] kernel cpy_f32_pq_t kernel_cpy_f32_pq<block_pqt22, quantize_pqt22>;
+template [[host_name("kernel_cpy_pqt22_f32")]] kernel cpy_pq_f32_t kernel_cpy_pq_f32<block_pqt22, dequantize_pqt22>;
+template [[host_name("kernel_flash_attn_ext_kv_pqt22_f16")]] kernel kv_pq_f16_t kernel_flash_attn_ext_kv_pq_f16<block_pqt22, decode_block_pqt22>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pqt22, 16, dequantize_pqt22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pqt22, 16, dequantize_pqt22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pqt22, 16, dequantize_pqt22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_f16_pqt22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, half4, 1, dequantize_f16_t4, block_pqt22, 16, dequantize_pqt22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_f16_pqt22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, half4, 1, dequantize_f16_t4, block_pqt22, 16, dequantize_pqt22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_f16_pqt22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, half4, 1, dequantize_f16_t4, block_pqt22, 16, dequantize_pqt22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_q8_0_pqt22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_q8_0, 8, dequantize_q8_0_t4, block_pqt22, 16, dequantize_pqt22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_q8_0_pqt22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_q8_0, 8, dequantize_q8_0_t4, block_pqt22, 16, dequantize_pqt22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_q8_0_pqt22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_q8_0, 8, dequantize_q8_0_t4, block_pqt22, 16, dequantize_pqt22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_f16_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, half4, 1, dequantize_f16_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_f16_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, half4, 1, dequantize_f16_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_f16_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, half4, 1, dequantize_f16_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_q8_0_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_q8_0, 8, dequantize_q8_0_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_q8_0_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_q8_0, 8, dequantize_q8_0_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_q8_0_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_q8_0, 8, dequantize_q8_0_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq27, 16, dequantize_pq27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq27, 16, dequantize_pq27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq27, 16, dequantize_pq27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq32, 16, dequantize_pq32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq32, 16, dequantize_pq32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq32, 16, dequantize_pq32_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq37_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq37, 16, dequantize_pq37_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq37_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq37, 16, dequantize_pq37_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq37_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq37, 16, dequantize_pq37_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq38p_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq38p, 16, dequantize_pq38p_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq38p_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq38p, 16, dequantize_pq38p_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq38p_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq38p, 16, dequantize_pq38p_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq42_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq42, 16, dequantize_pq42_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq42_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq42, 16, dequantize_pq42_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq42_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq42, 16, dequantize_pq42_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq46_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq46, 16, dequantize_pq46_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq46_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq46, 16, dequantize_pq46_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq46_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq46, 16, dequantize_pq46_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pqk1_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pqk1, 16, dequantize_pqk1_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pqk1_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pqk1, 16, dequantize_pqk1_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pqk1_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pqk1, 16, dequantize_pqk1_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq25_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq25, 16, dequantize_pq25_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq25_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq25, 16, dequantize_pq25_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq25_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq25, 16, dequantize_pq25_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq22, 16, dequantize_pq22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq22, 16, dequantize_pq22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pq22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pq22, 16, dequantize_pq22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pqt27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pqt27, 16, dequantize_pqt27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pqt27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pqt27, 16, dequantize_pqt27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pqt27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pqt27, 16, dequantize_pqt27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pqt32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pqt32, 16, dequantize_pqt32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pqt32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pqt32, 16, dequantize_pqt32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt22_pqt32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt22, 16, dequantize_pqt22_t4, block_pqt32, 16, dequantize_pqt32_t4, 256, 256, 1>;
+
+// pqt27
+template [[host_name("kernel_set_rows_f32_i64_pqt27")]] kernel set_rows_pq_t kernel_set_rows_pq<int64_t, block_pqt27, quantize_pqt27>;
+template [[host_name("kernel_set_rows_f32_i32_pqt27")]] kernel set_rows_pq_t kernel_set_rows_pq<int32_t, block_pqt27, quantize_pqt27>;
+template [[host_name("kernel_cpy_f32_pqt27")]] kernel cpy_f32_pq_t kernel_cpy_f32_pq<block_pqt27, quantize_pqt27>;
+template [[host_name("kernel_cpy_pqt27_f32")]] kernel cpy_pq_f32_t kernel_cpy_pq_f32<block_pqt27, dequantize_pqt27>;
+template [[host_name("kernel_flash_attn_ext_kv_pqt27_f16")]] kernel kv_pq_f16_t kernel_flash_attn_ext_kv_pq_f16<block_pqt27, decode_block_pqt27>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pqt27, 16, dequantize_pqt27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pqt27, 16, dequantize_pqt27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pqt27, 16, dequantize_pqt27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_f16_pqt27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, half4, 1, dequantize_f16_t4, block_pqt27, 16, dequantize_pqt27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_f16_pqt27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, half4, 1, dequantize_f16_t4, block_pqt27, 16, dequantize_pqt27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_f16_pqt27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, half4, 1, dequantize_f16_t4, block_pqt27, 16, dequantize_pqt27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_q8_0_pqt27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_q8_0, 8, dequantize_q8_0_t4, block_pqt27, 16, dequantize_pqt27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_q8_0_pqt27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_q8_0, 8, dequantize_q8_0_t4, block_pqt27, 16, dequantize_pqt27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_q8_0_pqt27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_q8_0, 8, dequantize_q8_0_t4, block_pqt27, 16, dequantize_pqt27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_f16_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, half4, 1, dequantize_f16_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_f16_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, half4, 1, dequantize_f16_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_f16_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, half4, 1, dequantize_f16_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_q8_0_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_q8_0, 8, dequantize_q8_0_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_q8_0_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_q8_0, 8, dequantize_q8_0_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_q8_0_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_q8_0, 8, dequantize_q8_0_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq27, 16, dequantize_pq27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq27, 16, dequantize_pq27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq27, 16, dequantize_pq27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq32, 16, dequantize_pq32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq32, 16, dequantize_pq32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq32, 16, dequantize_pq32_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq37_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq37, 16, dequantize_pq37_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq37_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq37, 16, dequantize_pq37_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq37_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq37, 16, dequantize_pq37_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq38p_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq38p, 16, dequantize_pq38p_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq38p_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq38p, 16, dequantize_pq38p_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq38p_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq38p, 16, dequantize_pq38p_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq42_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq42, 16, dequantize_pq42_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq42_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq42, 16, dequantize_pq42_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq42_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq42, 16, dequantize_pq42_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq46_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq46, 16, dequantize_pq46_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq46_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq46, 16, dequantize_pq46_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq46_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq46, 16, dequantize_pq46_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pqk1_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pqk1, 16, dequantize_pqk1_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pqk1_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pqk1, 16, dequantize_pqk1_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pqk1_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pqk1, 16, dequantize_pqk1_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq25_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq25, 16, dequantize_pq25_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq25_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq25, 16, dequantize_pq25_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq25_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq25, 16, dequantize_pq25_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq22, 16, dequantize_pq22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq22, 16, dequantize_pq22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pq22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pq22, 16, dequantize_pq22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pqt22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pqt22, 16, dequantize_pqt22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pqt22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pqt22, 16, dequantize_pqt22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pqt22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pqt22, 16, dequantize_pqt22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pqt32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pqt32, 16, dequantize_pqt32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pqt32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pqt32, 16, dequantize_pqt32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt27_pqt32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt27, 16, dequantize_pqt27_t4, block_pqt32, 16, dequantize_pqt32_t4, 256, 256, 1>;
+
+// pqt32
+template [[host_name("kernel_set_rows_f32_i64_pqt32")]] kernel set_rows_pq_t kernel_set_rows_pq<int64_t, block_pqt32, quantize_pqt32>;
+template [[host_name("kernel_set_rows_f32_i32_pqt32")]] kernel set_rows_pq_t kernel_set_rows_pq<int32_t, block_pqt32, quantize_pqt32>;
+template [[host_name("kernel_cpy_f32_pqt32")]] kernel cpy_f32_pq_t kernel_cpy_f32_pq<block_pqt32, quantize_pqt32>;
+template [[host_name("kernel_cpy_pqt32_f32")]] kernel cpy_pq_f32_t kernel_cpy_pq_f32<block_pqt32, dequantize_pqt32>;
+template [[host_name("kernel_flash_attn_ext_kv_pqt32_f16")]] kernel kv_pq_f16_t kernel_flash_attn_ext_kv_pq_f16<block_pqt32, decode_block_pqt32>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pqt32, 16, dequantize_pqt32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pqt32, 16, dequantize_pqt32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pqt32, 16, dequantize_pqt32_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_f16_pqt32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, half4, 1, dequantize_f16_t4, block_pqt32, 16, dequantize_pqt32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_f16_pqt32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, half4, 1, dequantize_f16_t4, block_pqt32, 16, dequantize_pqt32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_f16_pqt32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, half4, 1, dequantize_f16_t4, block_pqt32, 16, dequantize_pqt32_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_q8_0_pqt32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_q8_0, 8, dequantize_q8_0_t4, block_pqt32, 16, dequantize_pqt32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_q8_0_pqt32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_q8_0, 8, dequantize_q8_0_t4, block_pqt32, 16, dequantize_pqt32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_q8_0_pqt32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_q8_0, 8, dequantize_q8_0_t4, block_pqt32, 16, dequantize_pqt32_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_f16_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, half4, 1, dequantize_f16_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_f16_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, half4, 1, dequantize_f16_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_f16_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, half4, 1, dequantize_f16_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_q8_0_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_q8_0, 8, dequantize_q8_0_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_q8_0_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_q8_0, 8, dequantize_q8_0_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_q8_0_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_q8_0, 8, dequantize_q8_0_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq27, 16, dequantize_pq27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq27, 16, dequantize_pq27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq27, 16, dequantize_pq27_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq32_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq32, 16, dequantize_pq32_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq32_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq32, 16, dequantize_pq32_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq32_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq32, 16, dequantize_pq32_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq37_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq37, 16, dequantize_pq37_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq37_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq37, 16, dequantize_pq37_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq37_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq37, 16, dequantize_pq37_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq38p_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq38p, 16, dequantize_pq38p_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq38p_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq38p, 16, dequantize_pq38p_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq38p_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq38p, 16, dequantize_pq38p_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq42_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq42, 16, dequantize_pq42_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq42_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq42, 16, dequantize_pq42_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq42_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq42, 16, dequantize_pq42_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq46_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq46, 16, dequantize_pq46_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq46_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq46, 16, dequantize_pq46_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq46_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq46, 16, dequantize_pq46_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pqk1_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pqk1, 16, dequantize_pqk1_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pqk1_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pqk1, 16, dequantize_pqk1_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pqk1_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pqk1, 16, dequantize_pqk1_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq25_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq25, 16, dequantize_pq25_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq25_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq25, 16, dequantize_pq25_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq25_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq25, 16, dequantize_pq25_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq22, 16, dequantize_pq22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq22, 16, dequantize_pq22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pq22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pq22, 16, dequantize_pq22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pqt22_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pqt22, 16, dequantize_pqt22_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pqt22_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pqt22, 16, dequantize_pqt22_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pqt22_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pqt22, 16, dequantize_pqt22_t4, 256, 256, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pqt27_dk64_dv64")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pqt27, 16, dequantize_pqt27_t4, 64, 64, 2>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pqt27_dk128_dv128")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pqt27, 16, dequantize_pqt27_t4, 128, 128, 1>;
+template [[host_name("kernel_flash_attn_ext_vec_pqt32_pqt27_dk256_dv256")]] kernel flash_attn_ext_vec_t kernel_flash_attn_ext_vec<FA_TYPES, block_pqt32, 16, dequantize_pqt32_t4, block_pqt27, 16, dequantize_pqt27_t4, 256, 256, 1>;

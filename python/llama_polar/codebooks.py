@@ -8,6 +8,7 @@ Everything numeric that the C library, the Metal kernels and the NumPy reference
   rate-optimised family, using the closed form  E||x - x'||^2 / ||x||^2 = 1 + E[s^2] - 2 E[s] prod_l E[cos d_l]
   (s = decoded radius / true radius; for an exact radius this is 2 (1 - prod_l E[cos d_l])).
 * The 8-bit log-scaled norm table and the key mode's magnitude profile.
+* The trellis types' tables (pqt22, ...), trained by Lloyd iterations on Gaussian blocks (llama_polar.trellis).
 
 Outputs (checked in): ggml_polar/polar-codebooks.h, python/llama_polar/_codebooks.py and the Metal kernel instance
 list ggml_polar/metal/polar-instances.metal. `--check` regenerates in memory and fails if any file differs. `--frontier` prints the search's frontier.
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import trellis
 from .paths import IN_CHECKOUT, PACKAGE, ROOT
 
 # the C header and the Metal instances live in a source checkout only; the Python tables ship with the package
@@ -66,6 +68,14 @@ FAMILY = [("pq22", 2.25, 51), ("pq25", 2.5, 50), ("pq27", 2.75, 43), ("pq32", 3.
           ("pq42", 4.25, 47), ("pq46", 4.625, 48)]
 # The paper's configuration: groups of 16, bits 4/2/2/2, fp16 radius per group.
 PAPER = ("pq38p", (4, 2, 2, 2), RADIUS_FP16, 46)
+# The trellis-coded family (llama_polar.trellis): (name, (L, k, V), ggml id), each the size of the polar type whose
+# number it shares, at 0.61-0.67x its relative MSE on Gaussian blocks (docs/measurements.md, "A trellis-coded block").
+# The tables are trained deterministically (seeded samples, exact float32 searches, sums in order), so --check holds on
+# any machine; more blocks or iterations than these gain under 2% (8192 blocks: 0.0804, 16 iterations: 0.0781 for
+# pqt22's 0.0797) at two to four times the generator's time.
+TRELLIS = [("pqt22", (8, 2, 1), 52), ("pqt27", (8, 5, 2), 53), ("pqt32", (8, 3, 1), 54)]
+TRELLIS_TRAIN = dict(seed=0, blocks=4096, iters=8)
+TRELLIS_MSE = dict(seed=1, blocks=4096)       # the expected relative MSE, on other Gaussian blocks
 # The MLX page's key mode: one bit per hyperspherical angle, 8-bit norm.
 KEY_MODE = "pqk1"
 KEY_MODE_ID = 49
@@ -160,6 +170,38 @@ def all_codebooks(progress: bool = False) -> dict[tuple[int, int], Codebook]:
             density = LevelDensity(level)
         books[level, b] = density.codebook(b)
     return books
+
+
+@dataclass
+class TrellisType:
+    name: str
+    shape: trellis.TrellisShape
+    ggml_id: int
+    table: np.ndarray                  # (2^L, V) float32
+    expected_rel_mse: float            # measured on Gaussian blocks
+    table_offset: int = 0              # its first value in pq_trellis
+
+    @property
+    def type_size(self) -> int:
+        return self.shape.type_size
+
+    @property
+    def bits_per_value(self) -> float:
+        return self.type_size * 8 / BLOCK
+
+
+def trellis_types(progress: bool = False) -> list[TrellisType]:
+    from tqdm import tqdm
+
+    out, offset = [], 0
+    for name, lkv, ggml_id in tqdm(TRELLIS, desc="trellis tables", unit="type", disable=not progress, leave=False):
+        shape = trellis.TrellisShape(*lkv)
+        table = trellis.train(shape, **TRELLIS_TRAIN)
+        mse = trellis.gaussian_rel_mse(shape, table, **TRELLIS_MSE)
+        out.append(TrellisType(name, shape, ggml_id, table, mse, offset))
+        assert name == f"pqt{int(out[-1].bits_per_value * 10 + 1e-9)}", (name, out[-1].bits_per_value)
+        offset += table.size
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -368,7 +410,7 @@ class Tables:
         return tuple(self.table_offset[k] for k in keys), tuple(self.bound_offset[k] for k in keys)
 
 
-def collect(books):
+def collect(books, progress: bool = False):
     types, rows = build_types(books)
     tables = Tables()
     for t in types:
@@ -376,13 +418,13 @@ def collect(books):
             tables.add(books[level, b])
     log_values, log_bounds = log8_tables()
     key_mags, key_rho = key_mode_magnitudes()
-    return types, rows, tables, f32(log_values), f32(log_bounds), f32(key_mags), key_rho
+    return types, rows, tables, f32(log_values), f32(log_bounds), f32(key_mags), key_rho, trellis_types(progress)
 
 
-def type_list(types) -> list[tuple[str, str, int]]:
-    """(name, kind, ggml id) of every type in id order; kind "tree" (a recursive-polar layout) or "key"."""
-    entries = sorted([(t.name, "tree", t.ggml_id) for t in types] + [(KEY_MODE, "key", KEY_MODE_ID)],
-                     key=lambda e: e[2])
+def type_list(types, trellises) -> list[tuple[str, str, int]]:
+    """(name, kind, ggml id) of every type in id order; kind "tree" (a recursive-polar layout), "key" or "trellis"."""
+    entries = sorted([(t.name, "tree", t.ggml_id) for t in types] + [(KEY_MODE, "key", KEY_MODE_ID)]
+                     + [(t.name, "trellis", t.ggml_id) for t in trellises], key=lambda e: e[2])
     ids = [e[2] for e in entries]
     assert len(set(ids)) == len(ids), f"two polar types share a ggml id: {entries}"
     return entries
@@ -407,7 +449,7 @@ def c_ints(values) -> str:
 KEY_TYPE_SIZE = (8 + BLOCK) // 8   # log8 norm + one sign bit per value
 
 
-def render_header(types, tables, log_values, log_bounds, key_mags, key_rho) -> str:
+def render_header(types, tables, log_values, log_bounds, key_mags, key_rho, trellises) -> str:
     out = [
         "// Generated by llama-polar codebooks (python/llama_polar/codebooks.py). Do not edit: change it and rerun.",
         "// Shared by the C library, the Metal kernels (flattened into polar.metal) and, through _codebooks.py, NumPy.",
@@ -436,6 +478,9 @@ def render_header(types, tables, log_values, log_bounds, key_mags, key_rho) -> s
         c_array("pq_log8_bound", log_bounds),
         f"// Key mode ({KEY_MODE}): |x_i| / ||x|| of the decoded vector; the sign is the stored bit.",
         c_array("pq_key_magnitude", key_mags),
+        "// Trellis types: each type's 2^L states' V values (state s's at s*V), concatenated; its descriptor gives the",
+        "// offset. Trained on Gaussian blocks (llama_polar.trellis.train).",
+        c_array("pq_trellis", np.concatenate([t.table.ravel() for t in trellises])),
         "// Per type: radius bytes, code bytes, type size, and the descriptor initializer",
         "// { levels, groups, radius format, type size, bits[], code bit offset[], pq_cos/pq_sin offset[],",
         "//   pq_bound offset[] }, levels listed from 1 (pairs of values) up.",
@@ -459,13 +504,28 @@ def render_header(types, tables, log_values, log_bounds, key_mags, key_rho) -> s
         f"#define {KEY_MODE.upper()}_TYPE_SIZE {KEY_TYPE_SIZE}",
         f"#define {KEY_MODE.upper()}_GROUP_SIZE {BLOCK}",
         f"#define {KEY_MODE.upper()}_REL_MSE {rel_mse(key_rho, RADIUS_LOG8):.6g}f   // closed form on preconditioned data",
+        "// Trellis types: fp16 scale + code bytes; descriptor { L, k, V, type size, pq_trellis offset }",
+    ]
+    for t in trellises:
+        up, sh = t.name.upper(), t.shape
+        out += [
+            f"// {t.name}: 2^{sh.L} states, {sh.k} bits per step of {sh.V} value{'s' * (sh.V > 1)}, fp16 scale, "
+            f"{t.bits_per_value:g} bits/value",
+            f"#define {up}_CODE_BYTES {sh.code_bits // 8}",
+            f"#define {up}_TYPE_SIZE {t.type_size}",
+            f"#define {up}_GROUP_SIZE {BLOCK}",
+            f"#define {up}_REL_MSE {t.expected_rel_mse:.6g}f   // measured on Gaussian blocks",
+            f"#define {up}_DESC {{ {sh.L}, {sh.k}, {sh.V}, {t.type_size}, {t.table_offset} }}",
+        ]
+    out += [
         "",
         "// Every polar type in ggml type id order, as X(name, NAME, kind, ggml id): kind TREE is a recursive-polar",
-        "// layout (NAME##_DESC), KEY the key mode. Code that handles every type expands this list instead of naming",
-        "// the types, so a new type is one generator entry (plus its GGML_TYPE_ enum line in patch 0004).",
+        "// layout (NAME##_DESC), KEY the key mode, TRELLIS a trellis-coded block (NAME##_DESC). Code that handles",
+        "// every type expands this list instead of naming the types, so a new type is one generator entry (plus its",
+        "// GGML_TYPE_ enum line in patch 0004).",
         "#define PQ_FOREACH_TYPE(X) \\",
     ]
-    entries = type_list(types)
+    entries = type_list(types, trellises)
     width = max(len(name) for name, _, _ in entries) + 1
     for i, (name, kind, ggml_id) in enumerate(entries):
         more = " \\" if i + 1 < len(entries) else ""
@@ -482,7 +542,7 @@ def py_array(name: str, values) -> str:
     return f"{name} = _f32([\n{wrapped([f32_literal(v) for v in values])}\n])\n"
 
 
-def render_python(types, tables, log_values, log_bounds, key_mags, key_rho) -> str:
+def render_python(types, tables, log_values, log_bounds, key_mags, key_rho, trellises) -> str:
     out = [
         '"""Generated by llama-polar codebooks (python/llama_polar/codebooks.py). Do not edit: change it and rerun.',
         "",
@@ -505,6 +565,7 @@ def render_python(types, tables, log_values, log_bounds, key_mags, key_rho) -> s
         py_array("LOG8_VALUE", log_values),
         py_array("LOG8_BOUND", log_bounds),
         py_array("KEY_MAGNITUDE", key_mags),
+        py_array("TRELLIS_TABLE", np.concatenate([t.table.ravel() for t in trellises])),
         "# name -> layout and the closed-form relative MSE on preconditioned data",
         "TREE_TYPES = {",
     ]
@@ -521,10 +582,19 @@ def render_python(types, tables, log_values, log_bounds, key_mags, key_rho) -> s
         f"    {KEY_MODE!r}: dict(type_size={KEY_TYPE_SIZE}, "
         f"expected_rel_mse={rel_mse(key_rho, RADIUS_LOG8):.6g}),",
         "}",
-        "# every type in ggml type id order: (name, kind), kind 'tree' (TREE_TYPES) or 'key' (KEY_TYPES)",
+        "# name -> trellis layout (TRELLIS_TABLE[table_offset:] holds its 2^L x V values) and the relative MSE measured",
+        "# on Gaussian blocks",
+        "TRELLIS_TYPES = {",
+    ]
+    out += [f"    {t.name!r}: dict(L={t.shape.L}, k={t.shape.k}, V={t.shape.V}, type_size={t.type_size}, "
+            f"table_offset={t.table_offset}, expected_rel_mse={t.expected_rel_mse:.6g})," for t in trellises]
+    out += [
+        "}",
+        "# every type in ggml type id order: (name, kind), kind 'tree' (TREE_TYPES), 'key' (KEY_TYPES) or 'trellis'",
+        "# (TRELLIS_TYPES)",
         "TYPE_LIST = (",
     ]
-    entries = type_list(types)
+    entries = type_list(types, trellises)
     out += [f"    ({name!r}, {kind!r})," for name, kind, _ in entries]
     out += [
         ")",
@@ -583,9 +653,9 @@ def render_metal_instances(names: list[str]) -> str:
 
 def generate(progress: bool = False):
     books = all_codebooks(progress)
-    types, rows, tables, log_values, log_bounds, key_mags, key_rho = collect(books)
-    args = (types, tables, log_values, log_bounds, key_mags, key_rho)
-    metal = render_metal_instances([name for name, _, _ in type_list(types)])
+    types, rows, tables, log_values, log_bounds, key_mags, key_rho, trellises = collect(books, progress)
+    args = (types, tables, log_values, log_bounds, key_mags, key_rho, trellises)
+    metal = render_metal_instances([name for name, _, _ in type_list(types, trellises)])
     return books, types, rows, render_header(*args), render_python(*args), metal
 
 

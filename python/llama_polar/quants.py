@@ -15,6 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from . import _codebooks as cb
+from . import trellis
 from .type_names import check_types
 
 BLOCK = cb.BLOCK
@@ -83,7 +84,7 @@ class PolarQuant:
     """Base of the per-type classes: the row <-> block plumbing. A subclass with a name is a type."""
 
     name: ClassVar[str]
-    kind: ClassVar[str]                   # the generated list's kind: "tree" (TREE_TYPES) or "key" (KEY_TYPES)
+    kind: ClassVar[str]                   # the generated list's kind: "tree", "key" or "trellis" (_codebooks)
     block_size: ClassVar[int] = BLOCK
     type_size: ClassVar[int]
     group_size: ClassVar[int]
@@ -302,6 +303,50 @@ class PQK1(PolarQuant, name="pqk1"):
         r = cb.LOG8_VALUE[blocks[:, 0]]
         negative = np.unpackbits(blocks[:, 1:], axis=1, bitorder="little").astype(bool)
         return r[:, None] * np.where(negative, -cb.KEY_MAGNITUDE, cb.KEY_MAGNITUDE)
+
+
+class PolarTrellis(PolarQuant):
+    """A trellis-coded block (llama_polar.trellis): an fp16 scale and a circular stream of 64/V steps of k bits, each
+    step's L-bit window a state whose V values come from a trained table."""
+
+    kind = "trellis"
+    shape: ClassVar[trellis.TrellisShape]
+    _table: ClassVar[np.ndarray]
+    description = "trellis-coded, 64-value blocks"
+
+    @classmethod
+    def _configure(cls) -> None:
+        spec = cb.TRELLIS_TYPES[cls.name]
+        cls.shape = trellis.TrellisShape(spec["L"], spec["k"], spec["V"])
+        start = spec["table_offset"]
+        cls._table = cb.TRELLIS_TABLE[start:start + cls.shape.states * cls.shape.V].reshape(cls.shape.states, -1)
+        cls.type_size = spec["type_size"]
+        cls.group_size = BLOCK
+        cls.level_bits = ()
+        cls.radius_format = "fp16"                    # the scale, signed, in the radius's place
+        cls._radius_bytes = 2
+        cls.expected_rel_mse = spec["expected_rel_mse"]
+
+    @classmethod
+    def quantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
+        v, k = _prepare_groups(blocks)
+        return trellis.encode(cls.shape, cls._table, v, k)
+
+    @classmethod
+    def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
+        return trellis.decode(cls.shape, cls._table, blocks)
+
+
+class PQT22(PolarTrellis, name="pqt22"):
+    pass
+
+
+class PQT27(PolarTrellis, name="pqt27"):
+    pass
+
+
+class PQT32(PolarTrellis, name="pqt32"):
+    pass
 
 
 def _registry(classes: list[type[PolarQuant]], type_list: tuple[tuple[str, str], ...]) -> dict[str, type[PolarQuant]]:
