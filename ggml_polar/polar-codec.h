@@ -26,6 +26,7 @@ static inline float pq_float_of(uint32_t b) { return as_type<float>(b); }
 #else
 #include <float.h>
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 #define PQ_DEVICE
 #define PQ_CONSTANT
@@ -278,27 +279,45 @@ static inline void pqk1_quantize_block(PQ_DEVICE const float * x, PQ_DEVICE uint
     }
 }
 
-// Trellis types: a Viterbi search for the path of least squared error over the 2^L states of unit-scale values.
+// Trellis types: a Viterbi search for the path of least squared error over the 2^L states of unit-scale values. A
+// type's table is planar: value v of state s at pq_trellis[table_offset + v * 2^L + s].
 // Bounds of the search's arrays; the generator keeps every trellis type inside them.
 #define PQ_TRELLIS_MAX_STATES 256
 #define PQ_TRELLIS_MAX_BACK   4096   // (steps - 1) * 2^(L-k) backpointers
 
 // State s's squared error on one step's V values u.
-static inline float pq_trellis_error(PQ_CONSTANT const float * t, int V, PQ_THREAD const float * u, int s) {
+static inline float pq_trellis_error(PQ_CONSTANT const float * t, int S, int V, PQ_THREAD const float * u, int s) {
     PQ_FP_SAFE
-    float d = u[0] - t[s * V];
+    float d = u[0] - t[s];
     float e = d * d;
     for (int v = 1; v < V; ++v) {
-        d = u[v] - t[s * V + v];
+        d = u[v] - t[v * S + s];
         e = e + d * d;
     }
     return e;
 }
 
+// The end of a search: the cheapest end state (the lowest on ties; o >= 0: among those whose low L-k bits are o),
+// then the path back through the backpointers, back[(i-1) * 2^(L-k) + j] the predecessor's top bits p of step i's
+// states with top bits j.
+static inline void pq_trellis_backtrack(PQ_CONSTANT const pq_trellis_desc * d, PQ_THREAD const float * cost,
+                                        PQ_THREAD const uint8_t * back, int o, PQ_THREAD int * path) {
+    PQ_FP_SAFE
+    const int S = 1 << d->L, nj = 1 << (d->L - d->k), steps = PQ_BLOCK / d->V, stride = o < 0 ? 1 : nj;
+    int       s = o < 0 ? 0 : o;
+    for (int c = s + stride; c < S; c += stride) {
+        s = cost[c] < cost[s] ? c : s;
+    }
+    path[steps - 1] = s;
+    for (int i = steps - 1; i > 0; --i) {
+        s           = (s >> d->k) | (back[(i - 1) * nj + (s >> d->k)] << (d->L - d->k));
+        path[i - 1] = s;
+    }
+}
+
 // One search over unit-scale values u; path receives each step's state. o < 0: free; else the path starts in a
 // state whose top L-k bits are o and ends in one whose low L-k bits are o. The predecessors of a state are
-// j + p * 2^(L-k) (p < 2^k) for its top bits j, so their minimum is taken once per j. Ties go to the lowest p and
-// the lowest end state.
+// j + p * 2^(L-k) (p < 2^k) for its top bits j, so their minimum is taken once per j (ties to the lowest p).
 static inline void pq_trellis_search(PQ_CONSTANT const pq_trellis_desc * d, PQ_THREAD const float * u, int o,
                                      PQ_THREAD int * path) {
     PQ_FP_SAFE
@@ -308,7 +327,7 @@ static inline void pq_trellis_search(PQ_CONSTANT const pq_trellis_desc * d, PQ_T
     float   best[PQ_TRELLIS_MAX_STATES];
     uint8_t back[PQ_TRELLIS_MAX_BACK];
     for (int s = 0; s < S; ++s) {
-        cost[s] = o < 0 || (s >> d->k) == o ? pq_trellis_error(t, d->V, u, s) : INFINITY;
+        cost[s] = o < 0 || (s >> d->k) == o ? pq_trellis_error(t, S, d->V, u, s) : INFINITY;
     }
     for (int i = 1; i < steps; ++i) {
         for (int j = 0; j < nj; ++j) {
@@ -320,60 +339,58 @@ static inline void pq_trellis_search(PQ_CONSTANT const pq_trellis_desc * d, PQ_T
                     arg = p;
                 }
             }
-            best[j]                 = m;
+            best[j]                = m;
             back[(i - 1) * nj + j] = (uint8_t) arg;
         }
         for (int s = 0; s < S; ++s) {
-            cost[s] = best[s >> d->k] + pq_trellis_error(t, d->V, u + i * d->V, s);
+            cost[s] = best[s >> d->k] + pq_trellis_error(t, S, d->V, u + i * d->V, s);
         }
     }
-    int s = o < 0 ? 0 : o;
-    for (int c = s + (o < 0 ? 1 : nj); c < S; c += o < 0 ? 1 : nj) {
-        s = cost[c] < cost[s] ? c : s;
-    }
-    path[steps - 1] = s;
-    for (int i = steps - 1; i > 0; --i) {
-        s           = (s >> d->k) | (back[(i - 1) * nj + (s >> d->k)] << (d->L - d->k));
-        path[i - 1] = s;
-    }
+    pq_trellis_backtrack(d, cost, back, o, path);
 }
 
-// Scale the block to unit RMS, search it rotated by half (its wrap mid-path) for the overlap bits, search it held to
-// them (tail-biting), then store the least-squares scale and each step's k new bits at bit N - (i+1)*k.
-static inline void pq_trellis_quantize_block(PQ_CONSTANT const pq_trellis_desc * d, PQ_DEVICE const float * x,
-                                             PQ_DEVICE uint8_t * blk) {
+// Sanitizes the block into v, scaled by 2^e (pq_prepare_group), and divides it by its RMS into u; false for an
+// all-zero block (which encodes as a zero scale and the all-zero path).
+static inline bool pq_trellis_unit(PQ_DEVICE const float * x, PQ_THREAD float * v, PQ_THREAD float * u,
+                                   PQ_THREAD int * e) {
     PQ_FP_SAFE
-    const int steps = PQ_BLOCK / d->V, n_bits = steps * d->k;
-    float     v[PQ_BLOCK];
-    float     u[PQ_BLOCK];
-    int       path[PQ_BLOCK];
-    const int e  = pq_prepare_group(x, PQ_BLOCK, v);
-    float     ss = 0.0f;
+    *e       = pq_prepare_group(x, PQ_BLOCK, v);
+    float ss = 0.0f;
     for (int i = 0; i < PQ_BLOCK; ++i) {
         ss = ss + v[i] * v[i];
     }
-    for (int i = 0; i < d->type_size; ++i) {
-        blk[i] = 0;
-    }
-    if (ss == 0.0f) {
-        return; // a zero scale and the all-zero path
-    }
-    const float inv = 1.0f / pq_sqrt(ss * (1.0f / PQ_BLOCK));
-    for (int i = 0; i < PQ_BLOCK; ++i) {
-        u[i] = v[(i + PQ_BLOCK / 2) % PQ_BLOCK] * inv;
-    }
-    pq_trellis_search(d, u, -1, path);
-    const int o = path[steps - steps / 2 - 1] & ((1 << (d->L - d->k)) - 1);
+    const float inv = ss == 0.0f ? 0.0f : 1.0f / pq_sqrt(ss * (1.0f / PQ_BLOCK));
     for (int i = 0; i < PQ_BLOCK; ++i) {
         u[i] = v[i] * inv;
     }
-    pq_trellis_search(d, u, o, path);
+    return ss != 0.0f;
+}
 
+// The block rotated by half, for the first search: its wrap then lies mid-path, with values on both sides, and
+// the step before the rotated block's middle is the block's last step.
+static inline void pq_trellis_rotate(PQ_THREAD const float * u, PQ_THREAD float * r) {
+    for (int i = 0; i < PQ_BLOCK; ++i) {
+        r[i] = u[(i + PQ_BLOCK / 2) % PQ_BLOCK];
+    }
+}
+
+// The overlap bits that the rotated search chose for the block's last step: the low L-k bits of its state.
+static inline int pq_trellis_overlap(PQ_CONSTANT const pq_trellis_desc * d, PQ_THREAD const int * rotated_path) {
+    const int steps = PQ_BLOCK / d->V;
+    return rotated_path[steps - steps / 2 - 1] & ((1 << (d->L - d->k)) - 1);
+}
+
+// The least-squares scale of v (scaled by 2^e) on the path's values, as signed fp16, then step i's k new bits at
+// bit N - (i+1)*k. The block must be zeroed first.
+static inline void pq_trellis_store(PQ_CONSTANT const pq_trellis_desc * d, PQ_THREAD const float * v, int e,
+                                    PQ_THREAD const int * path, PQ_DEVICE uint8_t * blk) {
+    PQ_FP_SAFE
+    const int S = 1 << d->L, steps = PQ_BLOCK / d->V, n_bits = steps * d->k;
     PQ_CONSTANT const float * t = pq_trellis + d->table_offset;
     float xy = 0.0f;
     float yy = 0.0f;
     for (int i = 0; i < PQ_BLOCK; ++i) {
-        const float y = t[path[i / d->V] * d->V + i % d->V];
+        const float y = t[(i % d->V) * S + path[i / d->V]];
         xy = xy + v[i] * y;
         yy = yy + y * y;
     }
@@ -384,6 +401,27 @@ static inline void pq_trellis_quantize_block(PQ_CONSTANT const pq_trellis_desc *
     for (int i = 0; i < steps; ++i) {
         pq_put_code(blk + 2, n_bits - (i + 1) * d->k, d->k, (unsigned) path[i] & ((1u << d->k) - 1));
     }
+}
+
+// Search the block rotated by half for the overlap bits, then the block held to them (tail-biting: the stream
+// closes on itself), and store the path.
+static inline void pq_trellis_quantize_block(PQ_CONSTANT const pq_trellis_desc * d, PQ_DEVICE const float * x,
+                                             PQ_DEVICE uint8_t * blk) {
+    float v[PQ_BLOCK];
+    float u[PQ_BLOCK];
+    float r[PQ_BLOCK];
+    int   path[PQ_BLOCK];
+    int   e;
+    for (int i = 0; i < d->type_size; ++i) {
+        blk[i] = 0;
+    }
+    if (!pq_trellis_unit(x, v, u, &e)) {
+        return;
+    }
+    pq_trellis_rotate(u, r);
+    pq_trellis_search(d, r, -1, path);
+    pq_trellis_search(d, u, pq_trellis_overlap(d, path), path);
+    pq_trellis_store(d, v, e, path, blk);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -460,7 +498,7 @@ static inline void pq_trellis_decode_span(PQ_CONSTANT const pq_trellis_desc * d,
     PQ_CONSTANT const float * t = pq_trellis + d->table_offset;
     for (int i = i0; i < i0 + (1 << p); ++i) {
         const unsigned s = pq_trellis_state(blk + 2, n_bits / 8, n_bits - (i / d->V + 1) * d->k, d->L);
-        y[i - i0] = t[s * d->V + i % d->V] * scale;
+        y[i - i0] = t[(i % d->V) * (1 << d->L) + s] * scale;
     }
 }
 

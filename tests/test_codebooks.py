@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GENERATOR = ROOT / "scripts" / "gen_codebooks.py"
 HEADER = ROOT / "ggml_polar" / "polar-codebooks.h"
 PYTABLES = ROOT / "python" / "llama_polar" / "_codebooks.py"
-TREE_TYPES = [t for t in llama_polar.TYPES.values() if t.name != "pqk1"]
+TREE_TYPES = [t for t in llama_polar.TYPES.values() if t.kind == "tree"]
 
 
 def run_check(*extra):

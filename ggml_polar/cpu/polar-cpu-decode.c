@@ -103,9 +103,8 @@ PQ_INLINE void pq_trellis_lanes(const pq_trellis_desc * d, const uint8_t * x, pq
         if (q + d->L > n_bits) {
             s = pq_or(s, pq_sll(pq_field(&b, 16, q + d->L - n_bits), n_bits - q));
         }
-        const pq_vi at = d->V == 1 ? s : pq_sll(s, 1); // V is 1 or 2
-        for (int v = 0; v < d->V; ++v) {
-            val[i * d->V + v] = pq_mul(pq_gather_f32(t + v, at), scale);
+        for (int v = 0; v < d->V; ++v) { // the table is planar: value v of every state, then value v + 1
+            val[i * d->V + v] = pq_mul(pq_gather_f32(t + (v << d->L), s), scale);
         }
     }
 }

@@ -160,12 +160,92 @@ PQ_INLINE void pq_key_encode(const float * x, uint8_t * blk) {
     }
 }
 
+// pq_trellis_search with the states across the lanes, the same float32 operations on the same values, so the same
+// path. A step takes the minimum over the predecessors of jw consecutive top bits j at once (loads of consecutive
+// costs, one per p), then every state s = (j << k) + b of them adds its own error, PQ_LANES states at a time, its
+// minimum picked out of the jw by a table lookup (a permute). jw = PQ_LANES unless 2^(L-k) is smaller (AVX-512 and
+// L-k = 3): then the vectors past jw carry other costs that no lookup picks, and the arrays have PQ_LANES to spare.
+PQ_INLINE pq_vf pq_trellis_error_lanes(const float * t, int S, int V, const float * u, int s0) {
+    pq_vf d = pq_sub(pq_splat(u[0]), pq_load(t + s0));
+    pq_vf e = pq_mul(d, d);
+    for (int v = 1; v < V; ++v) {
+        d = pq_sub(pq_splat(u[v]), pq_load(t + v * S + s0));
+        e = pq_add(e, pq_mul(d, d));
+    }
+    return e;
+}
+
+PQ_INLINE void pq_trellis_search_lanes(const pq_trellis_desc * d, const float * u, int o, int * path) {
+    const int     S = 1 << d->L, k = d->k, nj = 1 << (d->L - k), np = 1 << k, steps = PQ_BLOCK / d->V;
+    const int     jw = pq_min(PQ_LANES, nj);
+    const float * t  = pq_trellis + d->table_offset;
+    const pq_vi   iota = pq_lane_offsets(1, PQ_LANES);
+    float         buf[2][PQ_TRELLIS_MAX_STATES + PQ_LANES] = { { 0 } };
+    uint32_t      back32[PQ_TRELLIS_MAX_BACK + PQ_LANES];
+    int           jw_bits = 0;
+    while ((1 << jw_bits) < jw) {
+        ++jw_bits;
+    }
+    uint8_t       back[PQ_TRELLIS_MAX_BACK];
+    float         m[PQ_LANES];
+    float *       cost = buf[0];
+    float *       next = buf[1];
+    for (int s0 = 0; s0 < S; s0 += PQ_LANES) {
+        pq_store(cost + s0, pq_trellis_error_lanes(t, S, d->V, u, s0));
+    }
+    for (int s = 0; o >= 0 && s < S; ++s) {
+        cost[s] = (s >> k) == o ? cost[s] : INFINITY;
+    }
+    for (int i = 1; i < steps; ++i) {
+        for (int j0 = 0; j0 < nj; j0 += jw) {
+            pq_vf best = pq_load(cost + j0);
+            pq_vi arg  = pq_splat_i(0);
+            for (int p = 1; p < np; ++p) {
+                const pq_vf c  = pq_load(cost + j0 + p * nj);
+                const pq_vm lt = pq_lt(c, best);
+                best = pq_select(lt, c, best);
+                arg  = pq_select_i(lt, pq_splat_i(p), arg);
+            }
+            pq_store_u32(back32 + (i - 1) * nj + j0, arg);
+            pq_store(m, best);
+            const pq_tab mins = pq_tab_load(m, jw_bits);
+            for (int g = 0; g < (jw << k) / PQ_LANES; ++g) {
+                const int   s0 = (j0 << k) + g * PQ_LANES;
+                const pq_vf mj = pq_tab_lookup(&mins, pq_srl(pq_add_i(iota, pq_splat_i(g * PQ_LANES)), k));
+                pq_store(next + s0, pq_add(mj, pq_trellis_error_lanes(t, S, d->V, u + i * d->V, s0)));
+            }
+        }
+        float * swap = cost;
+        cost = next;
+        next = swap;
+    }
+    for (int b = 0; b < (steps - 1) * nj; ++b) {
+        back[b] = (uint8_t) back32[b];
+    }
+    pq_trellis_backtrack(d, cost, back, o, path);
+}
+
+// pq_trellis_quantize_block, with the searches across the lanes.
+PQ_INLINE void pq_trellis_encode(const pq_trellis_desc * d, const float * x, uint8_t * blk) {
+    float v[PQ_BLOCK];
+    float u[PQ_BLOCK];
+    float r[PQ_BLOCK];
+    int   path[PQ_BLOCK];
+    int   e;
+    memset(blk, 0, (size_t) d->type_size);
+    if (!pq_trellis_unit(x, v, u, &e)) {
+        return;
+    }
+    pq_trellis_rotate(u, r);
+    pq_trellis_search_lanes(d, r, -1, path);
+    pq_trellis_search_lanes(d, u, pq_trellis_overlap(d, path), path);
+    pq_trellis_store(d, v, e, path, blk);
+}
+
 // One row encoder per PQ_FOREACH_TYPE entry, with the type's layout (name##_desc) inlined as constants.
 #define PQ_ENCODE_TREE(name) pq_tree_encode(&name##_desc, x + ib * PQ_BLOCK, blk + ib * sizeof(block_##name))
 #define PQ_ENCODE_KEY(name)  pq_key_encode(x + ib * PQ_BLOCK, blk + ib * sizeof(block_##name))
-// The trellis search has no SIMD path yet: the reference, block by block.
-#define PQ_ENCODE_TRELLIS(name) \
-    pq_trellis_quantize_block(&name##_desc, x + ib * PQ_BLOCK, blk + ib * sizeof(block_##name))
+#define PQ_ENCODE_TRELLIS(name) pq_trellis_encode(&name##_desc, x + ib * PQ_BLOCK, blk + ib * sizeof(block_##name))
 #define PQ_DEFINE_QUANTIZE_ROW(name, NAME, kind, ggml_id)                                  \
     void ggml_polar_cpu_quantize_row_##name(const float * x, void * y, int64_t k) {         \
         PQ_REQUIRE(k % PQ_BLOCK == 0);                                                       \

@@ -20,6 +20,7 @@ typedef __m512  pq_vf;
 typedef __m512i pq_vi;
 typedef __mmask16 pq_vm;
 static inline pq_vf pq_mul(pq_vf a, pq_vf b) { return _mm512_mul_ps(a, b); }
+static inline pq_vf pq_sub(pq_vf a, pq_vf b) { return _mm512_sub_ps(a, b); }
 static inline pq_vf pq_madd(pq_vf a, pq_vf b, pq_vf acc) { return _mm512_fmadd_ps(a, b, acc); }
 static inline pq_vf pq_splat(float x) { return _mm512_set1_ps(x); }
 static inline pq_vi pq_splat_i(int32_t x) { return _mm512_set1_epi32(x); }
@@ -96,6 +97,7 @@ typedef __m256  pq_vf;
 typedef __m256i pq_vi;
 typedef __m256  pq_vm; // all-ones / all-zeros lanes
 static inline pq_vf pq_mul(pq_vf a, pq_vf b) { return _mm256_mul_ps(a, b); }
+static inline pq_vf pq_sub(pq_vf a, pq_vf b) { return _mm256_sub_ps(a, b); }
 #if defined(__FMA__)
 static inline pq_vf pq_madd(pq_vf a, pq_vf b, pq_vf acc) { return _mm256_fmadd_ps(a, b, acc); }
 #else
@@ -219,6 +221,7 @@ typedef float32x4_t pq_vf;
 typedef uint32x4_t  pq_vi;
 typedef uint32x4_t  pq_vm;
 static inline pq_vf pq_mul(pq_vf a, pq_vf b) { return vmulq_f32(a, b); }
+static inline pq_vf pq_sub(pq_vf a, pq_vf b) { return vsubq_f32(a, b); }
 static inline pq_vf pq_madd(pq_vf a, pq_vf b, pq_vf acc) { return vfmaq_f32(acc, a, b); }
 static inline pq_vf pq_splat(float x) { return vdupq_n_f32(x); }
 static inline pq_vi pq_splat_i(int32_t x) { return vdupq_n_u32((uint32_t) x); }
@@ -310,6 +313,7 @@ typedef float    pq_vf;
 typedef uint32_t pq_vi;
 typedef int      pq_vm;
 static inline pq_vf pq_mul(pq_vf a, pq_vf b) { return a * b; }
+static inline pq_vf pq_sub(pq_vf a, pq_vf b) { return a - b; }
 static inline pq_vf pq_madd(pq_vf a, pq_vf b, pq_vf acc) { return a * b + acc; }
 static inline pq_vf pq_splat(float x) { return x; }
 static inline pq_vi pq_splat_i(int32_t x) { return (uint32_t) x; }

@@ -478,9 +478,9 @@ def render_header(types, tables, log_values, log_bounds, key_mags, key_rho, trel
         c_array("pq_log8_bound", log_bounds),
         f"// Key mode ({KEY_MODE}): |x_i| / ||x|| of the decoded vector; the sign is the stored bit.",
         c_array("pq_key_magnitude", key_mags),
-        "// Trellis types: each type's 2^L states' V values (state s's at s*V), concatenated; its descriptor gives the",
-        "// offset. Trained on Gaussian blocks (llama_polar.trellis.train).",
-        c_array("pq_trellis", np.concatenate([t.table.ravel() for t in trellises])),
+        "// Trellis types: each type's 2^L states' V values, planar (value v of state s at v * 2^L + s), concatenated;",
+        "// its descriptor gives the offset. Trained on Gaussian blocks (llama_polar.trellis.train).",
+        c_array("pq_trellis", np.concatenate([t.table.T.ravel() for t in trellises])),
         "// Per type: radius bytes, code bytes, type size, and the descriptor initializer",
         "// { levels, groups, radius format, type size, bits[], code bit offset[], pq_cos/pq_sin offset[],",
         "//   pq_bound offset[] }, levels listed from 1 (pairs of values) up.",
@@ -565,7 +565,7 @@ def render_python(types, tables, log_values, log_bounds, key_mags, key_rho, trel
         py_array("LOG8_VALUE", log_values),
         py_array("LOG8_BOUND", log_bounds),
         py_array("KEY_MAGNITUDE", key_mags),
-        py_array("TRELLIS_TABLE", np.concatenate([t.table.ravel() for t in trellises])),
+        py_array("TRELLIS_TABLE", np.concatenate([t.table.T.ravel() for t in trellises])),
         "# name -> layout and the closed-form relative MSE on preconditioned data",
         "TREE_TYPES = {",
     ]
@@ -582,7 +582,7 @@ def render_python(types, tables, log_values, log_bounds, key_mags, key_rho, trel
         f"    {KEY_MODE!r}: dict(type_size={KEY_TYPE_SIZE}, "
         f"expected_rel_mse={rel_mse(key_rho, RADIUS_LOG8):.6g}),",
         "}",
-        "# name -> trellis layout (TRELLIS_TABLE[table_offset:] holds its 2^L x V values) and the relative MSE measured",
+        "# name -> trellis layout (TRELLIS_TABLE[table_offset:] holds its V x 2^L values, planar) and the relative MSE measured",
         "# on Gaussian blocks",
         "TRELLIS_TYPES = {",
     ]

@@ -319,7 +319,8 @@ class PolarTrellis(PolarQuant):
         spec = cb.TRELLIS_TYPES[cls.name]
         cls.shape = trellis.TrellisShape(spec["L"], spec["k"], spec["V"])
         start = spec["table_offset"]
-        cls._table = cb.TRELLIS_TABLE[start:start + cls.shape.states * cls.shape.V].reshape(cls.shape.states, -1)
+        planar = cb.TRELLIS_TABLE[start:start + cls.shape.states * cls.shape.V].reshape(cls.shape.V, -1)
+        cls._table = np.ascontiguousarray(planar.T)            # (2^L, V): state s's values in row s
         cls.type_size = spec["type_size"]
         cls.group_size = BLOCK
         cls.level_bits = ()
