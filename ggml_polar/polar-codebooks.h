@@ -453,7 +453,10 @@ PQ_TABLE float pq_trellis[1024] = {
 #define PQK1_TYPE_SIZE 9
 #define PQK1_GROUP_SIZE 64
 #define PQK1_REL_MSE 0.429478f   // closed form on preconditioned data
-// Trellis types: fp16 scale + code bytes; descriptor { L, k, V, type size, pq_trellis offset }
+// Trellis types: fp16 scale + code bytes; descriptor { L, k, V, type size, pq_trellis offset }. The search's
+// arrays (polar-codec.h) are sized for the largest: its states, and its backpointers, (steps - 1) * 2^(L-k).
+#define PQ_TRELLIS_MAX_STATES 256
+#define PQ_TRELLIS_MAX_BACK 4032
 // pqt22: 2^8 states, 2 bits per step of 1 value, fp16 scale, 2.25 bits/value
 #define PQT22_CODE_BYTES 16
 #define PQT22_TYPE_SIZE 18

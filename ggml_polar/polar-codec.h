@@ -281,9 +281,7 @@ static inline void pqk1_quantize_block(PQ_DEVICE const float * x, PQ_DEVICE uint
 
 // Trellis types: a Viterbi search for the path of least squared error over the 2^L states of unit-scale values. A
 // type's table is planar: value v of state s at pq_trellis[table_offset + v * 2^L + s].
-// Bounds of the search's arrays; the generator keeps every trellis type inside them.
-#define PQ_TRELLIS_MAX_STATES 256
-#define PQ_TRELLIS_MAX_BACK   4096   // (steps - 1) * 2^(L-k) backpointers
+// The search's arrays hold PQ_TRELLIS_MAX_STATES costs and PQ_TRELLIS_MAX_BACK backpointers (generated).
 
 // State s's squared error on one step's V values u.
 static inline float pq_trellis_error(PQ_CONSTANT const float * t, int S, int V, PQ_THREAD const float * u, int s) {

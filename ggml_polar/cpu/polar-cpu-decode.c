@@ -90,21 +90,33 @@ PQ_INLINE void pq_key_lanes(const uint8_t * x, pq_vi offsets, pq_vf * val) {
 }
 
 // A trellis block in every lane (pq_trellis_decode_span): each step's L-bit window (two fields where it wraps past
-// the end of the stream), a table gather, times the fp16 scale.
+// the end of the stream), a gather from each of the V planes of the table, times the fp16 scale.
+PQ_INLINE void pq_trellis_lanes_step(const pq_trellis_desc * d, const pq_words * b, int V, int i, pq_vf scale,
+                                     pq_vf * val) {
+    const int n_bits = PQ_BLOCK / V * d->k;
+    const int q      = n_bits - (i + 1) * d->k;
+    pq_vi     s      = pq_field(b, 16 + q, pq_min(d->L, n_bits - q));
+    if (q + d->L > n_bits) {
+        s = pq_or(s, pq_sll(pq_field(b, 16, q + d->L - n_bits), n_bits - q));
+    }
+    for (int v = 0; v < V; ++v) {
+        val[i * V + v] = pq_mul(pq_gather_f32(pq_trellis + d->table_offset + (v << d->L), s), scale);
+    }
+}
+
 PQ_INLINE void pq_trellis_lanes(const pq_trellis_desc * d, const uint8_t * x, pq_vi offsets, pq_vf * val) {
-    const int n_bits = PQ_BLOCK / d->V * d->k;
-    pq_words  b;
+    pq_words b;
     pq_words_load(&b, x, offsets, d->type_size);
-    const pq_vf   scale = pq_fp16_lanes(pq_field(&b, 0, 16));
-    const float * t     = pq_trellis + d->table_offset;
-    for (int i = 0; i < PQ_BLOCK / d->V; ++i) {
-        const int q = n_bits - (i + 1) * d->k;
-        pq_vi     s = pq_field(&b, 16 + q, pq_min(d->L, n_bits - q));
-        if (q + d->L > n_bits) {
-            s = pq_or(s, pq_sll(pq_field(&b, 16, q + d->L - n_bits), n_bits - q));
+    const pq_vf scale = pq_fp16_lanes(pq_field(&b, 0, 16));
+    if (d->V == 1) { // two loops of constant length, so that each unrolls and every field's position is a constant
+        PQ_UNROLL
+        for (int i = 0; i < PQ_BLOCK; ++i) {
+            pq_trellis_lanes_step(d, &b, 1, i, scale, val);
         }
-        for (int v = 0; v < d->V; ++v) { // the table is planar: value v of every state, then value v + 1
-            val[i * d->V + v] = pq_mul(pq_gather_f32(t + (v << d->L), s), scale);
+    } else {
+        PQ_UNROLL
+        for (int i = 0; i < PQ_BLOCK / 2; ++i) {
+            pq_trellis_lanes_step(d, &b, 2, i, scale, val);
         }
     }
 }

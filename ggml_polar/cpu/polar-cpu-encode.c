@@ -187,7 +187,7 @@ PQ_INLINE void pq_trellis_search_lanes(const pq_trellis_desc * d, const float * 
         ++jw_bits;
     }
     uint8_t       back[PQ_TRELLIS_MAX_BACK];
-    float         m[PQ_LANES];
+    float         m[64]; // jw minima; sized for pq_tab_load's largest codebook, whose masked loads it never reads
     float *       cost = buf[0];
     float *       next = buf[1];
     for (int s0 = 0; s0 < S; s0 += PQ_LANES) {

@@ -172,38 +172,6 @@ def all_codebooks(progress: bool = False) -> dict[tuple[int, int], Codebook]:
     return books
 
 
-@dataclass
-class TrellisType:
-    name: str
-    shape: trellis.TrellisShape
-    ggml_id: int
-    table: np.ndarray                  # (2^L, V) float32
-    expected_rel_mse: float            # measured on Gaussian blocks
-    table_offset: int = 0              # its first value in pq_trellis
-
-    @property
-    def type_size(self) -> int:
-        return self.shape.type_size
-
-    @property
-    def bits_per_value(self) -> float:
-        return self.type_size * 8 / BLOCK
-
-
-def trellis_types(progress: bool = False) -> list[TrellisType]:
-    from tqdm import tqdm
-
-    out, offset = [], 0
-    for name, lkv, ggml_id in tqdm(TRELLIS, desc="trellis tables", unit="type", disable=not progress, leave=False):
-        shape = trellis.TrellisShape(*lkv)
-        table = trellis.train(shape, **TRELLIS_TRAIN)
-        mse = trellis.gaussian_rel_mse(shape, table, **TRELLIS_MSE)
-        out.append(TrellisType(name, shape, ggml_id, table, mse, offset))
-        assert name == f"pqt{int(out[-1].bits_per_value * 10 + 1e-9)}", (name, out[-1].bits_per_value)
-        offset += table.size
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Radius formats
 # ---------------------------------------------------------------------------------------------------------------
@@ -361,6 +329,38 @@ def build_types(books):
     return types, rows
 
 
+@dataclass
+class TrellisType:
+    name: str
+    shape: trellis.TrellisShape
+    ggml_id: int
+    table: np.ndarray                  # (2^L, V) float32
+    expected_rel_mse: float            # measured on Gaussian blocks
+    table_offset: int = 0              # its first value in pq_trellis
+
+    @property
+    def type_size(self) -> int:
+        return self.shape.type_size
+
+    @property
+    def bits_per_value(self) -> float:
+        return self.type_size * 8 / BLOCK
+
+
+def trellis_types(progress: bool = False) -> list[TrellisType]:
+    from tqdm import tqdm
+
+    out, offset = [], 0
+    for name, lkv, ggml_id in tqdm(TRELLIS, desc="trellis tables", unit="type", disable=not progress, leave=False):
+        shape = trellis.TrellisShape(*lkv)
+        table = trellis.train(shape, **TRELLIS_TRAIN)
+        mse = trellis.gaussian_rel_mse(shape, table, **TRELLIS_MSE)
+        out.append(TrellisType(name, shape, ggml_id, table, mse, offset))
+        assert name == f"pqt{int(out[-1].bits_per_value * 10 + 1e-9)}", (name, out[-1].bits_per_value)
+        offset += table.size
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Emitting
 # ---------------------------------------------------------------------------------------------------------------
@@ -504,7 +504,10 @@ def render_header(types, tables, log_values, log_bounds, key_mags, key_rho, trel
         f"#define {KEY_MODE.upper()}_TYPE_SIZE {KEY_TYPE_SIZE}",
         f"#define {KEY_MODE.upper()}_GROUP_SIZE {BLOCK}",
         f"#define {KEY_MODE.upper()}_REL_MSE {rel_mse(key_rho, RADIUS_LOG8):.6g}f   // closed form on preconditioned data",
-        "// Trellis types: fp16 scale + code bytes; descriptor { L, k, V, type size, pq_trellis offset }",
+        "// Trellis types: fp16 scale + code bytes; descriptor { L, k, V, type size, pq_trellis offset }. The search's",
+        "// arrays (polar-codec.h) are sized for the largest: its states, and its backpointers, (steps - 1) * 2^(L-k).",
+        f"#define PQ_TRELLIS_MAX_STATES {max(t.shape.states for t in trellises)}",
+        f"#define PQ_TRELLIS_MAX_BACK {max((t.shape.steps - 1) * t.shape.shared for t in trellises)}",
     ]
     for t in trellises:
         up, sh = t.name.upper(), t.shape
