@@ -136,9 +136,9 @@ def test_ggml_backend_ops_has_polar_cases(bin_dir, op):
 def test_cpu_flash_attention_polar_path_matches_the_reference(bin_dir):
     """With -b CPU, test-backend-ops compares the CPU backend with its own reference path (one KV row at a time):
     the polar path (split-KV decode, per-KV-head small batches, tiled batches of 64+), with masks, sinks, ALiBi,
-    soft caps and GQA, for an fp16-radius family type, the paper's groups of 16 and the key mode."""
+    soft caps and GQA, for an fp16-radius family type, the paper's groups of 16, the key mode and a trellis type."""
     result = run_tool("test-backend-ops", "test", "-o", "FLASH_ATTN_EXT", "-b", "CPU",
-                      "-p", "hsk=64,.*type_K=(pq46|pq38p|pqk1),", timeout=1800)
+                      "-p", "hsk=64,.*type_K=(pq46|pq38p|pqk1|pqt27),", timeout=1800)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     m = re.search(r"(\d+)/(\d+) tests passed", result.stdout)
     assert m and m.group(1) == m.group(2) and int(m.group(2)) >= 100, result.stdout[-2000:]
