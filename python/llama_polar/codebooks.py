@@ -361,6 +361,11 @@ def trellis_types(progress: bool = False) -> list[TrellisType]:
     return out
 
 
+def trellis_tables(trellises: list[TrellisType]) -> np.ndarray:
+    """Every trellis type's table, planar (value v of state s at v * 2^L + s), at its table_offset: pq_trellis."""
+    return np.concatenate([t.table.T.ravel() for t in trellises])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Emitting
 # ---------------------------------------------------------------------------------------------------------------
@@ -480,7 +485,7 @@ def render_header(types, tables, log_values, log_bounds, key_mags, key_rho, trel
         c_array("pq_key_magnitude", key_mags),
         "// Trellis types: each type's 2^L states' V values, planar (value v of state s at v * 2^L + s), concatenated;",
         "// its descriptor gives the offset. Trained on Gaussian blocks (llama_polar.trellis.train).",
-        c_array("pq_trellis", np.concatenate([t.table.T.ravel() for t in trellises])),
+        c_array("pq_trellis", trellis_tables(trellises)),
         "// Per type: radius bytes, code bytes, type size, and the descriptor initializer",
         "// { levels, groups, radius format, type size, bits[], code bit offset[], pq_cos/pq_sin offset[],",
         "//   pq_bound offset[] }, levels listed from 1 (pairs of values) up.",
@@ -568,7 +573,7 @@ def render_python(types, tables, log_values, log_bounds, key_mags, key_rho, trel
         py_array("LOG8_VALUE", log_values),
         py_array("LOG8_BOUND", log_bounds),
         py_array("KEY_MAGNITUDE", key_mags),
-        py_array("TRELLIS_TABLE", np.concatenate([t.table.T.ravel() for t in trellises])),
+        py_array("TRELLIS_TABLE", trellis_tables(trellises)),
         "# name -> layout and the closed-form relative MSE on preconditioned data",
         "TREE_TYPES = {",
     ]
