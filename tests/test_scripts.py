@@ -199,6 +199,36 @@ def test_report_redo_needs_a_report_of_the_same_model(tmp_path):
                  None, "")
 
 
+def test_rows_added_to_the_decode_run_keep_the_others_only_where_q4_0_reproduces(monkeypatch):
+    from llama_polar import report
+    row = lambda t, kld: {"type": t, "kld": kld, "bits": 3.0}  # noqa: E731
+    old = {"model": "m.gguf", "text": "t.txt", "decode": ["pq46", "pq27/pq25"], "quality": {"decode": {
+        "ctx": 1024, "rows": [row("f16", 0.0), row("q4_0", 0.06), row("pq46", 0.01), row("pq27/pq25", 0.05)]}}}
+    measured = []
+
+    def measure_decode(model, text, ctx, configs, centers, progress):
+        measured.append(configs)
+        return {"ctx": ctx, "rows": [row("f16", 0.0), row("q4_0", q4_0)] + [row(c, 0.04) for c in configs]}
+    monkeypatch.setattr(report, "measure_decode", measure_decode)
+    q4_0 = 0.06 * (1 + report.ADD_TOLERANCE / 2)
+    new = report.add_to_decode(old, Path("m.gguf"), Path("t.txt"), 1024, ["q4_0", "pqt27/pqt22", "pq27/pq25"], None,
+                               "llama-polar report --redo decode --add")
+    assert measured == [["pqt27/pqt22", "pq27/pq25"]]
+    rows = new["quality"]["decode"]["rows"]
+    assert [(r["type"], r["kld"]) for r in rows] == [("f16", 0.0), ("q4_0", 0.06), ("pq46", 0.01),
+                                                     ("pqt27/pqt22", 0.04), ("pq27/pq25", 0.04)]
+    assert new["decode"] == ["pq46", "pqt27/pqt22", "pq27/pq25"] and old["quality"]["decode"]["rows"][3]["kld"] == 0.05
+    assert "Rows pqt27/pqt22, pq27/pq25 added on" in " ".join(report.measured_again(new["quality"]["decode"]))
+    q4_0 = 0.06 * (1 + 2 * report.ADD_TOLERANCE)
+    with pytest.raises(ValueError, match="q4_0 measured again is 0.06060, the run's 0.06000"):
+        report.add_to_decode(old, Path("m.gguf"), Path("t.txt"), 1024, ["pqt27/pqt22"], None, "")
+    with pytest.raises(ValueError, match="no decode run at 8192 tokens"):
+        report.add_to_decode(old, Path("m.gguf"), Path("t.txt"), 8192, ["pqt27/pqt22"], None, "")
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--add", "--decode", "pq46"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--add adds rows to the decode run: it needs --redo decode" in result.stderr
+
+
 def test_report_requires_f16():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--types", "q4_0,pq46"],
                             capture_output=True, text=True, timeout=300)

@@ -349,8 +349,7 @@ def redo_run(report: dict, run: str, model: Path, text: Path, ctx: int, chunks: 
     one chunk of ctx tokens; about an hour, where the whole report takes two) or "long" (the report's types and
     `configs` in batches, chunks x ctx tokens). The new run carries its own date, machine and command. ValueError
     for a report of another model or text, whose figures it would mix with this one's."""
-    if (report["model"], report["text"]) != (model.name, text.name):
-        raise ValueError(f"the report is of {report['model']} on {report['text']}, not {model.name} on {text.name}")
+    same_source(report, model, text)
     if run == "decode":
         configs = decode_configs(configs)
         with tqdm(total=len(configs) + 2, unit="step", desc="decode") as progress:
@@ -363,12 +362,53 @@ def redo_run(report: dict, run: str, model: Path, text: Path, ctx: int, chunks: 
             "quality": {**report["quality"], run: new}}
 
 
+def same_source(report: dict, model: Path, text: Path) -> None:
+    """ValueError for a report of another model or text, whose figures a new run would mix with this one's."""
+    if (report["model"], report["text"]) != (model.name, text.name):
+        raise ValueError(f"the report is of {report['model']} on {report['text']}, not {model.name} on {text.name}")
+
+
+# How far q4_0's KLD, measured again beside added rows, may be from the run's: the same build on the same machine
+# gives the same figure (to the digits llama-perplexity prints); another CPU or build does not, and its rows would
+# not compare with the run's
+ADD_TOLERANCE = 0.005
+
+
+def add_to_decode(report: dict, model: Path, text: Path, ctx: int, configs: list[str], centers: Path | None,
+                  command: str) -> dict:
+    """report with `configs` measured in decode and added to its decode run (a row of the same configuration
+    replaced), the other rows kept: about five minutes a configuration where redo_run measures them all. q4_0 is
+    measured again beside them and must agree with the run's within ADD_TOLERANCE (relative), else ValueError."""
+    same_source(report, model, text)
+    old = quality_runs(report).get("decode")
+    if old is None or old["ctx"] != ctx:
+        raise ValueError(f"the report has no decode run at {ctx} tokens to add rows to")
+    configs = decode_configs(configs)
+    with tqdm(total=len(configs) + 2, unit="step", desc="decode, added") as progress:
+        new = measure_decode(model, text, ctx, configs, centers, progress)
+    q4_0 = [next(r["kld"] for r in run["rows"] if r["type"] == "q4_0") for run in (old, new)]
+    if abs(q4_0[1] - q4_0[0]) > ADD_TOLERANCE * q4_0[0]:
+        raise ValueError(f"q4_0 measured again is {q4_0[1]:.5f}, the run's {q4_0[0]:.5f}: another build or machine; "
+                         "measure the whole run again (--redo decode without --add)")
+    rows = [r for r in old["rows"] if r["type"] not in configs] + [r for r in new["rows"] if r["type"] in configs]
+    added = {"configs": configs, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "command": command,
+             "q4_0": q4_0[1]}
+    run = {**old, "rows": rows, "added": [*old.get("added", []), added]}
+    return {**report, "decode": [*(c for c in report["decode"] if c not in configs), *configs],
+            "quality": {**report["quality"], "decode": run}}
+
+
 def measured_again(run: dict) -> list[str]:
-    """The line that dates a run measured again (redo_run), none for a run of the report's own command."""
-    if "date" not in run:
-        return []
-    return [f"Measured again on {run['machine']}, {run['date']}, with `{run['command']}`; the other sections are of "
-            "the run above.", ""]
+    """The lines that date a run measured again (redo_run) and its added rows (add_to_decode), none for a run of
+    the report's own command."""
+    lines = []
+    if "date" in run:
+        lines += [f"Measured again on {run['machine']}, {run['date']}, with `{run['command']}`; the other sections are "
+                  "of the run above.", ""]
+    for a in run.get("added", []):
+        lines += [f"Rows {', '.join(a['configs'])} added on {a['machine']}, {a['date']}, with `{a['command']}` (q4_0 "
+                  f"measured again beside them: {a['q4_0']:.4f}).", ""]
+    return lines
 
 
 def quality_runs(report: dict) -> dict:
@@ -399,6 +439,8 @@ def readme_tables(report: dict, source: str) -> dict[str, str]:
     run, bits = headline_run(report)
     names = report_names(report)
     when = f"measured again {run['date']} on {run['machine']}" if "date" in run else report["date"]
+    if run.get("added"):
+        when += f", rows added {run['added'][-1]['date']}"
     quality = [f"From [{source}]({source}) ({when}, {report['model']}, {report['text']}, "
                f"{run_words(run)}):", "", *quality_table(run["rows"], bits, names)]
     long = quality_runs(report).get("long")

@@ -15,6 +15,7 @@ figure.
   llama-polar report --chunks 4 --types f16,q4_0,pq46 --configs q4_0+calib+sink1,pq46/pq37+calib --out /tmp/quick
   llama-polar report --redo decode --decode pq46,pq27/pq25     # only the decode run again, into docs/report
   llama-polar report --redo long --configs pq42/pq37,pq42/pq27  # only the batched run again (the report's types too)
+  llama-polar report --redo decode --add --decode pqt27/pqt22    # rows added to the decode run, the others kept
 """
 from __future__ import annotations
 
@@ -79,7 +80,11 @@ def main(argv=None, prog=None) -> int:
                     "place of the one in <out>/report.json, the other figures kept: decode (--decode's "
                     "configurations beside q4_0, at --ctx) or long (the report's types and --configs, --chunks x "
                     "--ctx in batches)")
+    ap.add_argument("--add", action="store_true", help="with --redo decode: keep the decode run's rows and add "
+                    "--decode's, measured beside q4_0, which must reproduce the run's (the same build and machine)")
     args = ap.parse_args(argv)
+    if args.add and args.redo != "decode":
+        ap.error("--add adds rows to the decode run: it needs --redo decode")
     if args.readme:
         return update_readme(ap, args.readme, args.out)
 
@@ -117,8 +122,12 @@ def main(argv=None, prog=None) -> int:
         whole = json.loads(previous.read_text())
         try:
             whole_command = whole.get("command") or report.quoted_command(args.out / "report.md")
-            data = report.redo_run(whole, args.redo, model, args.text, args.ctx, args.chunks,
-                                   [c.spec for c in redone], centers, command)
+            if args.add:
+                data = report.add_to_decode(whole, model, args.text, args.ctx, [c.spec for c in redone], centers,
+                                            command)
+            else:
+                data = report.redo_run(whole, args.redo, model, args.text, args.ctx, args.chunks,
+                                       [c.spec for c in redone], centers, command)
         except ValueError as e:
             ap.error(f"--redo {args.redo}: {e}")
         command = whole_command
