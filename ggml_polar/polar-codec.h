@@ -378,8 +378,10 @@ static inline int pq_trellis_overlap(PQ_CONSTANT const pq_trellis_desc * d, PQ_T
     return rotated_path[steps - steps / 2 - 1] & ((1 << (d->L - d->k)) - 1);
 }
 
-// The least-squares scale of v (scaled by 2^e) on the path's values, as signed fp16, then step i's k new bits at
-// bit N - (i+1)*k. The block must be zeroed first.
+// The scale that keeps v's norm (v scaled by 2^e), with the sign of the least-squares one, as signed fp16, then step
+// i's k new bits at bit N - (i+1)*k. The block must be zeroed first. Not the least-squares scale: it shrinks a key by
+// its cosine to the path (2-4%), which blunts attention's sharpest logits and lost needles in 8K tokens (as a polar
+// type keeps its radius; docs/measurements.md, "The trellis scale keeps the norm").
 static inline void pq_trellis_store(PQ_CONSTANT const pq_trellis_desc * d, PQ_THREAD const float * v, int e,
                                     PQ_THREAD const int * path, PQ_DEVICE uint8_t * blk) {
     PQ_FP_SAFE
@@ -387,12 +389,15 @@ static inline void pq_trellis_store(PQ_CONSTANT const pq_trellis_desc * d, PQ_TH
     PQ_CONSTANT const float * t = pq_trellis + d->table_offset;
     float xy = 0.0f;
     float yy = 0.0f;
+    float xx = 0.0f;
     for (int i = 0; i < PQ_BLOCK; ++i) {
         const float y = t[(i % d->V) * S + path[i / d->V]];
         xy = xy + v[i] * y;
         yy = yy + y * y;
+        xx = xx + v[i] * v[i];
     }
-    const float    scale = (yy > 0.0f ? xy / yy : 0.0f) * pq_exp2i(-e);
+    const float    mag   = yy > 0.0f ? pq_sqrt(xx / yy) : 0.0f;
+    const float    scale = (xy < 0.0f ? -mag : mag) * pq_exp2i(-e);
     const uint16_t h     = (uint16_t) (pq_fp16_from_radius(pq_fabs(scale)) | (scale < 0.0f ? 0x8000u : 0u));
     blk[0] = (uint8_t) (h & 0xff);
     blk[1] = (uint8_t) (h >> 8);

@@ -123,10 +123,13 @@ def encode(shape: TrellisShape, table: np.ndarray, v: np.ndarray, k: np.ndarray)
     y = table[states].reshape(v.shape)
     xy = np.zeros(v.shape[0], dtype=_F32)
     yy = np.zeros(v.shape[0], dtype=_F32)
+    xx = np.zeros(v.shape[0], dtype=_F32)
     for i in range(BLOCK):
         xy = xy + v[:, i] * y[:, i]
         yy = yy + y[:, i] * y[:, i]
-    scale = np.where((yy > 0) & (ss > 0), xy / np.where(yy > 0, yy, _F32(1.0)), _F32(0.0))
+        xx = xx + v[:, i] * v[:, i]
+    mag = np.where((yy > 0) & (ss > 0), np.sqrt(xx / np.where(yy > 0, yy, _F32(1.0))), _F32(0.0))
+    scale = np.where(xy < 0, -mag, mag)
     scale = scale * np.ldexp(_F32(1.0), -k)
     h = np.minimum(np.abs(scale), _F32(65504.0)).astype("<f2").view(np.uint16) | np.where(scale < 0, 0x8000, 0)
     head = h.astype("<u2").view(np.uint8).reshape(-1, 2)
