@@ -105,11 +105,14 @@ LAYERS_375 := pq42/pq32+L0=pq27+L1=pq42+L2=pq37/pq32+L3=pq42+L4=pq27/pq32+L5-6=p
 # 2.75 bits with types per layer: pq22 values, the keys of the five layers whose keys cost most (measurements.md,
 # "Types per layer": 10 and 18, then 19, 20, 23) in more bits
 SMOL_275_LAYERS := pq27/pq22+recent48+L10=pq46/pq22+L18=pq46/pq22+L19-20=pq42/pq22+L23=pq42/pq22
+# 2.75 bits with the trellis types, uniform and with the same five layers' keys in more bits (docs/measurements.md,
+# "The trellis scale keeps the norm")
+SMOL_TRELLIS := pqt27/pqt22+recent48,pqt27/pqt22+recent48+L10=pq46/pqt22+L18=pq46/pqt22+L19-20=pq42/pqt22+L23=pq42/pqt22
 # the recommended configurations (llama-polar recommend at 4.25, 3.75, 3.25 and 2.75 bits, and at 2.75 with --model),
 # batched and in decode (-ub 1), and in decode the pairs they were chosen over
 RECOMMENDED := pq42/pq37,pq46/pq27+recent28,pq37/pq25+recent48,pq27/pq25+recent48
 REPORT_ARGS ?= --types f16,q8_0,q4_0,pq46 --configs $(RECOMMENDED),$(SMOL_275_LAYERS) \
-	--decode pq46,$(RECOMMENDED),pq42/pq27,pq46/pq25,pq32/pq27,$(SMOL_275_LAYERS) \
+	--decode pq46,$(RECOMMENDED),pq42/pq27,pq46/pq25,pq32/pq27,$(SMOL_275_LAYERS),$(SMOL_TRELLIS) \
 	--short-chunks 2 --depths 0,8192 --deep f16,pq46,$(RECOMMENDED) --reps 1
 report: venv llama model text
 	$(VENV)/bin/llama-polar report $(REPORT_ARGS) --out docs/report
@@ -133,8 +136,8 @@ report-gemma3: venv llama gemma text
 GEMMA3_KS := .cache/models/gemma-3-270m-q4_k_m.ks.gguf
 # pq37/pq22: the copy's best at 3.25 bits (docs/measurements.md, "Every budget at equal treatment"). At 2.75 bits:
 # uniform, and with the first five sliding-window layers' keys at pq27 (on the model itself 0.91x the KLD of
-# GEMMA3_275: docs/measurements.md, "Gemma-3 under 2.75 bits")
-GEMMA3_KS_CONFIGS := pq42/pq37,pq42/pq27,pq37/pq22,pq32/pq27,pq27/pq22,pq25/pq22+L0-4=pq27/pq22+L5=pq32/pq22+L11=pq32/pq22+L17=pq22/pq22+sink0
+# GEMMA3_275: docs/measurements.md, "Gemma-3 under 2.75 bits"); the trellis types at 3.25 and 2.75 bits
+GEMMA3_KS_CONFIGS := pq42/pq37,pq42/pq27,pq37/pq22,pq32/pq27,pq27/pq22,pq25/pq22+L0-4=pq27/pq22+L5=pq32/pq22+L11=pq32/pq22+L17=pq22/pq22+sink0,pqt32/pqt27,pqt27/pqt22
 $(GEMMA3_KS): | venv gemma
 	$(VENV)/bin/llama-polar scale-keys --model gemma3 --out $@
 report-gemma3-ks: venv llama gemma text $(GEMMA3_KS)

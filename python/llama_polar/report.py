@@ -440,7 +440,7 @@ def readme_tables(report: dict, source: str) -> dict[str, str]:
     names = report_names(report)
     when = f"measured again {run['date']} on {run['machine']}" if "date" in run else report["date"]
     if run.get("added"):
-        when += f", rows added {run['added'][-1]['date']}"
+        when += f", rows added {run['added'][-1]['date']} on {run['added'][-1]['machine']}"
     quality = [f"From [{source}]({source}) ({when}, {report['model']}, {report['text']}, "
                f"{run_words(run)}):", "", *quality_table(run["rows"], bits, names)]
     long = quality_runs(report).get("long")
