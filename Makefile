@@ -134,9 +134,9 @@ report-gemma3: venv llama gemma text
 # Gemma-3-270M with its keys scaled per RoPE pair (llama-polar scale-keys), in decode at 8192 tokens: its report
 # (q4_0 and the f16 base on the same copy) and its copy for recommend --model $(GEMMA3_KS); about 25 minutes
 GEMMA3_KS := .cache/models/gemma-3-270m-q4_k_m.ks.gguf
-# pq37/pq22: the copy's best at 3.25 bits (docs/measurements.md, "Every budget at equal treatment"). At 2.75 bits:
+# pq37/pq22: the copy's best polar pair at 3.25 bits (docs/measurements.md, "Every budget at equal treatment"). At 2.75 bits:
 # uniform, and with the first five sliding-window layers' keys at pq27 (on the model itself 0.91x the KLD of
-# GEMMA3_275: docs/measurements.md, "Gemma-3 under 2.75 bits"); the trellis types at 3.25 and 2.75 bits
+# GEMMA3_275: docs/measurements.md, "Gemma-3 under 2.75 bits"); the trellis types at 3.25 and 2.75 bits, the copy's best
 GEMMA3_KS_CONFIGS := pq42/pq37,pq42/pq27,pq37/pq22,pq32/pq27,pq27/pq22,pq25/pq22+L0-4=pq27/pq22+L5=pq32/pq22+L11=pq32/pq22+L17=pq22/pq22+sink0,pqt32/pqt27,pqt27/pqt22
 $(GEMMA3_KS): | venv gemma
 	$(VENV)/bin/llama-polar scale-keys --model gemma3 --out $@
