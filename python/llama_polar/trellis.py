@@ -3,8 +3,8 @@
 A block of 64 values is an fp16 scale and a circular stream of 64/V steps of k bits (a bitshift trellis, QTIP's in
 its plainest form). The state of step i is the L-bit window of the stream that ends with step i's k bits; the step
 emits the V values table[state]. The encoder is a Viterbi search for the least squared error over the 2^L states,
-run twice so that the stream closes on itself (tail-biting); the decoder reads any value with one window and one
-table lookup.
+run twice so that the stream closes on itself (tail-biting), and the scale keeps the block's norm; the decoder reads
+any value with one window and one table lookup.
 
 Everything here is float32, step for step as polar-codec.h's pq_trellis_* functions, so codes and decoded values
 agree bit for bit with C and Metal (tests/test_parity.py). The functions take values already sanitized and scaled by
