@@ -343,6 +343,12 @@ def measure_decode(model: Path, text: Path, ctx: int, decode: list[str], centers
     return measure_quality(model, text, 1, ctx, ["f16", "q4_0"], progress, decode, centers, ubatch=1)
 
 
+def decode_run(model: Path, text: Path, ctx: int, decode: list[str], centers: Path | None, desc: str) -> dict:
+    """measure_decode with a progress bar of its own, for a decode run measured apart from a whole report."""
+    with tqdm(total=len(decode) + 2, unit="step", desc=desc) as progress:
+        return measure_decode(model, text, ctx, decode, centers, progress)
+
+
 def redo_run(report: dict, run: str, model: Path, text: Path, ctx: int, chunks: int, configs: list[str],
              centers: Path | None, command: str) -> dict:
     """report with one quality run measured again, the other figures kept: "decode" (q4_0 and `configs` in decode,
@@ -352,8 +358,7 @@ def redo_run(report: dict, run: str, model: Path, text: Path, ctx: int, chunks: 
     same_source(report, model, text)
     if run == "decode":
         configs = decode_configs(configs)
-        with tqdm(total=len(configs) + 2, unit="step", desc="decode") as progress:
-            new = measure_decode(model, text, ctx, configs, centers, progress)
+        new = decode_run(model, text, ctx, configs, centers, "decode")
     else:
         with tqdm(total=len(report["types"]) + len(configs), unit="step", desc="long") as progress:
             new = measure_quality(model, text, chunks, ctx, report["types"], progress, configs, centers)
@@ -384,12 +389,11 @@ def add_to_decode(report: dict, model: Path, text: Path, ctx: int, configs: list
     if old is None or old["ctx"] != ctx:
         raise ValueError(f"the report has no decode run at {ctx} tokens to add rows to")
     configs = decode_configs(configs)
-    with tqdm(total=len(configs) + 2, unit="step", desc="decode, added") as progress:
-        new = measure_decode(model, text, ctx, configs, centers, progress)
+    new = decode_run(model, text, ctx, configs, centers, "decode, added")
     q4_0 = [next(r["kld"] for r in run["rows"] if r["type"] == "q4_0") for run in (old, new)]
     if abs(q4_0[1] - q4_0[0]) > ADD_TOLERANCE * q4_0[0]:
-        raise ValueError(f"q4_0 measured again is {q4_0[1]:.5f}, the run's {q4_0[0]:.5f}: another build, text or machine; "
-                         "measure the whole run again (--redo decode without --add)")
+        raise ValueError(f"q4_0 measured again is {q4_0[1]:.5f}, the run's {q4_0[0]:.5f}: another build, text or "
+                         "machine; measure the whole run again (--redo decode without --add)")
     rows = [r for r in old["rows"] if r["type"] not in configs] + [r for r in new["rows"] if r["type"] in configs]
     added = {"configs": configs, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "command": command,
              "q4_0": q4_0[1]}
