@@ -81,7 +81,7 @@ def main(argv=None, prog=None) -> int:
                     "configurations beside q4_0, at --ctx) or long (the report's types and --configs, --chunks x "
                     "--ctx in batches)")
     ap.add_argument("--add", action="store_true", help="with --redo decode: keep the decode run's rows and add "
-                    "--decode's, measured beside q4_0, which must reproduce the run's figure within 0.5%")
+                    "--decode's, measured beside q4_0, which must reproduce the run's figure within 0.5%%")
     args = ap.parse_args(argv)
     if args.add and args.redo != "decode":
         ap.error("--add adds rows to the decode run: it needs --redo decode")
