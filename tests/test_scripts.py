@@ -220,7 +220,8 @@ def test_rows_added_to_the_decode_run_keep_the_others_only_where_q4_0_reproduces
     assert new["decode"] == ["pq46", "pqt27/pqt22", "pq27/pq25"] and old["quality"]["decode"]["rows"][3]["kld"] == 0.05
     assert "Rows pqt27/pqt22, pq27/pq25 added on" in " ".join(report.measured_again(new["quality"]["decode"]))
     q4_0 = 0.06 * (1 + 2 * report.ADD_TOLERANCE)
-    with pytest.raises(ValueError, match="q4_0 measured again is 0.06060, the run's 0.06000"):
+    with pytest.raises(ValueError, match="q4_0 measured again is 0.06060, the run's 0.06000: .* Measured, not added: "
+                       "pqt27/pqt22 0.04000$"):
         report.add_to_decode(old, Path("m.gguf"), Path("t.txt"), 1024, ["pqt27/pqt22"], None, "")
     with pytest.raises(ValueError, match="no decode run at 8192 tokens"):
         report.add_to_decode(old, Path("m.gguf"), Path("t.txt"), 8192, ["pqt27/pqt22"], None, "")

@@ -383,7 +383,8 @@ def add_to_decode(report: dict, model: Path, text: Path, ctx: int, configs: list
                   command: str) -> dict:
     """report with `configs` measured in decode and added to its decode run (a row of the same configuration
     replaced), the other rows kept: about five minutes a configuration where redo_run measures them all. q4_0 is
-    measured again beside them and must agree with the run's within ADD_TOLERANCE (relative), else ValueError."""
+    measured again beside them and must agree with the run's within ADD_TOLERANCE (relative), else ValueError, which
+    names the rows' mean KLD so the run is not lost."""
     same_source(report, model, text)
     old = quality_runs(report).get("decode")
     if old is None or old["ctx"] != ctx:
@@ -392,8 +393,10 @@ def add_to_decode(report: dict, model: Path, text: Path, ctx: int, configs: list
     new = decode_run(model, text, ctx, configs, centers, "decode, added")
     q4_0 = [next(r["kld"] for r in run["rows"] if r["type"] == "q4_0") for run in (old, new)]
     if abs(q4_0[1] - q4_0[0]) > ADD_TOLERANCE * q4_0[0]:
+        measured = ", ".join(f"{r['type']} {r['kld']:.5f}" for r in new["rows"] if r["type"] in configs)
         raise ValueError(f"q4_0 measured again is {q4_0[1]:.5f}, the run's {q4_0[0]:.5f}: another build, text or "
-                         "machine; measure the whole run again (--redo decode without --add)")
+                         f"machine; measure the whole run again (--redo decode without --add). Measured, not added: "
+                         f"{measured}")
     rows = [r for r in old["rows"] if r["type"] not in configs] + [r for r in new["rows"] if r["type"] in configs]
     added = {"configs": configs, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "command": command,
              "q4_0": q4_0[1]}
