@@ -105,15 +105,15 @@ LAYERS_375 := pq42/pq32+L0=pq27+L1=pq42+L2=pq37/pq32+L3=pq42+L4=pq27/pq32+L5-6=p
 # 2.75 bits with types per layer: pq22 values, the keys of the five layers whose keys cost most (measurements.md,
 # "Types per layer": 10 and 18, then 19, 20, 23) in more bits
 SMOL_275_LAYERS := pq27/pq22+recent48+L10=pq46/pq22+L18=pq46/pq22+L19-20=pq42/pq22+L23=pq42/pq22
-# 2.75 bits with the trellis types, uniform and with the same five layers' keys in more bits (docs/measurements.md,
-# "The trellis scale keeps the norm")
-SMOL_TRELLIS := pqt27/pqt22+recent48,pqt27/pqt22+recent48+L10=pq46/pqt22+L18=pq46/pqt22+L19-20=pq42/pqt22+L23=pq42/pqt22
-# the recommended configurations (llama-polar recommend at 4.25, 3.75, 3.25 and 2.75 bits, and at 2.75 with --model),
-# batched and in decode (-ub 1), and in decode the pairs they were chosen over
+# the trellis types, recommended at 3.75, 3.25 and 2.75 bits (with --model at 2.75: the same five layers' keys in more
+# bits); docs/measurements.md, "The trellis scale keeps the norm" and "3.25 and 3.75 bits: the trellis values"
+SMOL_TRELLIS := pq46/pqt27+recent28,pqt32/pqt27+recent48,pqt27/pqt22+recent48,pqt27/pqt22+recent48+L10=pq46/pqt22+L18=pq46/pqt22+L19-20=pq42/pqt22+L23=pq42/pqt22
+# the polar configurations recommend chose before the trellis types (at 4.25 bits still its choice), batched and in
+# decode (-ub 1), and in decode the pairs they were chosen over
 RECOMMENDED := pq42/pq37,pq46/pq27+recent28,pq37/pq25+recent48,pq27/pq25+recent48
 REPORT_ARGS ?= --types f16,q8_0,q4_0,pq46 --configs $(RECOMMENDED),$(SMOL_275_LAYERS) \
 	--decode pq46,$(RECOMMENDED),pq42/pq27,pq46/pq25,pq32/pq27,$(SMOL_275_LAYERS),$(SMOL_TRELLIS) \
-	--short-chunks 2 --depths 0,8192 --deep f16,pq46,$(RECOMMENDED) --reps 1
+	--short-chunks 2 --depths 0,8192 --deep f16,pq46,$(RECOMMENDED),$(SMOL_TRELLIS) --reps 1
 report: venv llama model text
 	$(VENV)/bin/llama-polar report $(REPORT_ARGS) --out docs/report
 	$(VENV)/bin/llama-polar report --out docs/report --readme README.md
